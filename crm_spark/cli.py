@@ -1,0 +1,218 @@
+"""``crm-spark``: one subcommand per stage, plus ``run`` (all stages) and ``generate``.
+
+The only module that talks to the user. Progress goes to stderr as timestamped lines (stage,
+rows, seconds); the final summary table goes to stdout. Expected failures (the typed errors of
+:mod:`crm_spark.errors`) become one line and an exit code; ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import date
+from typing import Any, TextIO
+
+from crm_spark import __version__
+from crm_spark.config import Settings, load_settings
+from crm_spark.errors import ConfigError, CrmSparkError, StageNotBuiltError
+from crm_spark.stages import STAGES, StageContext, StageResult, plan, run_stage, stage
+
+EXIT_CODES = """exit codes: 0 ok, 1 unexpected error, 2 usage or stage not built, 3 config error,
+4 source error, 5 data-quality gate failed, 6 lake error, 7 environment (Java, secrets)"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    _configure_logging(args.verbose)
+    try:
+        settings = load_settings(
+            config_file=args.config,
+            env=args.env,
+            overrides={"paths.raw": args.raw, "paths.lake": args.lake},
+        )
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.handler(args, settings))
+    except CrmSparkError as exc:
+        _fail(f"{exc.kind}: {exc}", verbose=args.verbose)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _fail("interrupted", verbose=False)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a stack
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(f"unexpected error: {type(exc).__name__}: {first}", verbose=args.verbose)
+        if not args.verbose:
+            print("crm-spark: rerun with --verbose for the traceback", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, suppress=True)
+    parser = argparse.ArgumentParser(
+        prog="crm-spark",
+        description="Customer intelligence on Spark and Delta Lake: raw CRM exports -> lakehouse tables, "
+        "features, segments, cross-sell rules, churn scores and a report.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"crm-spark {__version__}")
+    _add_common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
+
+    gen = sub.add_parser("generate", parents=[common], help="write a synthetic CRM dataset with planted truth")
+    gen.add_argument("--customers", type=int, help="number of customers (default from config: generate.customers)")
+    gen.add_argument("--seed", type=int, help="random seed; the same arguments give byte-identical files")
+    gen.add_argument("--out", help="output URI (default: the raw landing zone, paths.raw)")
+    gen.add_argument("--start", type=_date, help="first date of activity, YYYY-MM-DD")
+    gen.add_argument("--end", type=_date, help="last date of activity, YYYY-MM-DD")
+    gen.add_argument("--dirty-rate", type=float, help="share of rows with injected defects (default 0.01)")
+    gen.set_defaults(handler=_cmd_generate)
+
+    for spec in STAGES:
+        label = spec.summary if spec.built else f"{spec.summary} (not built yet)"
+        p = sub.add_parser(spec.name, parents=[common], help=label, description=label)
+        p.set_defaults(handler=_cmd_stage, stage=spec.name)
+
+    run = sub.add_parser("run", parents=[common], help="run every built stage in order in one Spark application")
+    run.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                     help="comma-separated subset, e.g. ingest,refine (run in pipeline order)")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Global options, accepted before or after the command."""
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", default=default, help="config overlay file (default: conf/<env>.yaml)")
+    parser.add_argument("--env", default=default, help="environment: local (default), cluster, docker")
+    parser.add_argument("--raw", default=default, help="root URI of the raw landing zone")
+    parser.add_argument("--lake", default=default, help="root URI of the lake")
+    parser.add_argument("--as-of", dest="as_of", type=_date, default=default,
+                        help="as-of date YYYY-MM-DD (default: the latest date in the data)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        default=argparse.SUPPRESS if suppress else False,
+                        help="debug logging and tracebacks")
+
+
+def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from crm_spark.generate import generate_dataset
+    from crm_spark.session import build_session
+
+    g = settings.generate
+    options = {
+        "out": args.out or settings.paths.raw,
+        "customers": args.customers if args.customers is not None else g.customers,
+        "seed": args.seed if args.seed is not None else g.seed,
+        "start": args.start or g.start,
+        "end": args.end or g.end,
+        "dirty_rate": args.dirty_rate if args.dirty_rate is not None else g.dirty_rate,
+    }
+    if options["customers"] < 100:
+        raise ConfigError(f"--customers must be at least 100, got {options['customers']}")
+    if not 0 <= options["dirty_rate"] <= 0.5:
+        raise ConfigError(f"--dirty-rate must be between 0 and 0.5, got {options['dirty_rate']}")
+    if options["end"] <= options["start"]:
+        raise ConfigError(f"--end ({options['end']}) must be after --start ({options['start']})")
+    spark = build_session(settings)
+    summary = generate_dataset(spark, **options)
+    out = sys.stdout
+    print(f"\nGenerated {sum(summary.rows.values()):,} rows in {summary.seconds:.1f}s into {summary.out}", file=out)
+    _table(out, ["source", "rows"], [[name, f"{rows:,}"] for name, rows in summary.rows.items()])
+    print(f"planted truth: {summary.truth_dir}", file=out)
+    return 0
+
+
+def _cmd_stage(args: argparse.Namespace, settings: Settings) -> int:
+    stage(args.stage).load()  # a not-built stage fails before Spark starts
+    return _run(args, settings, [args.stage])
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    specs = plan(args.stages)
+    not_built = [s.name for s in specs if not s.built]
+    if args.stages and not_built:
+        raise StageNotBuiltError(f"stages {', '.join(not_built)} are not built yet in this version")
+    return _run(args, settings, [s.name for s in specs], pending=[s.name for s in STAGES if not s.built])
+
+
+def _run(args: argparse.Namespace, settings: Settings, names: list[str], pending: Sequence[str] = ()) -> int:
+    from crm_spark.lake import open_lake
+    from crm_spark.session import build_session
+
+    started = time.perf_counter()
+    spark = build_session(settings)
+    lake = open_lake(spark, settings)
+    logging.getLogger("crm_spark").info("lake %s (%s engine)", settings.paths.lake, lake.engine)
+    ctx = StageContext(settings=settings, spark=spark, lake=lake, as_of=args.as_of)
+    results: list[StageResult] = []
+    try:
+        for name in names:
+            results.append(run_stage(ctx, name))
+    finally:
+        _summary(sys.stdout, results, time.perf_counter() - started, pending=pending)
+    return 0
+
+
+def _summary(out: TextIO, results: list[StageResult], seconds: float, *, pending: Sequence[str]) -> None:
+    rows = []
+    for r in results:
+        if r.skipped:
+            rows.append([r.stage, "skipped", r.skipped, "", "", f"{r.seconds:.1f}"])
+        for i, w in enumerate(r.writes):
+            rows.append(
+                [r.stage if i == 0 else "", "ok" if not w.noop else "no-op", w.table, str(w.version), f"{w.rows:,}",
+                 f"{r.seconds:.1f}" if i == 0 else ""]
+            )
+        if not r.skipped and not r.writes:
+            rows.append([r.stage, "ok", "(nothing written)", "", "", f"{r.seconds:.1f}"])
+    print(f"\nSummary ({seconds:.1f}s)", file=out)
+    _table(out, ["stage", "status", "table", "version", "rows", "seconds"], rows)
+    for r in results:
+        for note in r.notes:
+            print(f"  note [{r.stage}]: {note}", file=out)
+    if pending:
+        print(f"  not built yet: {', '.join(pending)}", file=out)
+
+
+def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    numeric = {i for i, h in enumerate(header) if h in {"rows", "version", "seconds"}}
+    for line in [header, *rows]:
+        cells = [str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        print("  " + "  ".join(cells).rstrip(), file=out)
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a date in YYYY-MM-DD form") from None
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("crm_spark")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    for noisy in ("py4j", "great_expectations", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _fail(message: str, *, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    print(f"crm-spark: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Configuration: ``conf/base.yaml`` + one overlay, parsed once into frozen, typed settings.
+
+Layers, later wins: ``base.yaml`` -> the overlay (``conf/<env>.yaml``, or the file given with
+``--config``) -> command-line overrides (``--raw``, ``--lake``). ``${VAR}`` and
+``${VAR:-default}`` in string values are replaced from the environment, so secrets stay out of
+the files. Unknown keys and wrong types raise :class:`ConfigError` naming the key path and the
+file that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from crm_spark.errors import ConfigError
+
+DEFAULT_ENV = "local"
+ENV_VAR_ENV = "CRM_SPARK_ENV"
+ENV_VAR_CONF_DIR = "CRM_SPARK_CONF_DIR"
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Section(BaseModel):
+    """A config section: frozen, and an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsSettings(_Section):
+    """Where data lives. Relative paths resolve against the project root (the conf dir's parent)."""
+
+    raw: str = Field(description="root URI of the raw landing zone; source paths are relative to it")
+    lake: str = Field(description="root URI of the lakehouse (bronze/, silver/, gold/, ...)")
+
+
+class SparkSettings(_Section):
+    """Everything the session factory needs; nothing else builds a SparkSession."""
+
+    master: str | None = Field(
+        default=None, description="spark master; leave unset under spark-submit so its --master wins"
+    )
+    app_name: str = "crm-spark"
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class LakeSettings(_Section):
+    engine: Literal["auto", "embedded", "delta-spark"] = "auto"
+    vacuum_retention_hours: int = Field(default=168, ge=0)
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict, description="object-store options for the embedded engine (deltalake)"
+    )
+
+
+class GenerateSettings(_Section):
+    """Defaults of ``crm-spark generate`` (each can be overridden on its command line)."""
+
+    customers: int = Field(default=2000, ge=100)
+    seed: int = 7
+    start: date = date(2024, 1, 1)
+    end: date = date(2025, 12, 31)
+    dirty_rate: float = Field(default=0.01, ge=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _range(self) -> GenerateSettings:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+class Settings(_Section):
+    """The whole validated configuration of one run."""
+
+    env: str
+    paths: PathsSettings
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    generate: GenerateSettings = Field(default_factory=GenerateSettings)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as plain data with every secret masked (for logs and MLflow)."""
+        return _mask(self.model_dump(mode="json"), self)
+
+
+def _mask(dumped: Any, model: Any) -> Any:
+    if isinstance(model, SecretStr):
+        return "***"
+    if isinstance(model, BaseModel):
+        return {k: _mask(dumped[k], getattr(model, k)) for k in dumped}
+    if isinstance(model, Mapping):
+        return {k: _mask(dumped[k], model[k]) for k in dumped}
+    return dumped
+
+
+def default_conf_dir() -> Path:
+    """``$CRM_SPARK_CONF_DIR``, else ``./conf``, else the ``conf/`` beside the package source."""
+    if os.environ.get(ENV_VAR_CONF_DIR):
+        return Path(os.environ[ENV_VAR_CONF_DIR])
+    cwd_conf = Path.cwd() / "conf"
+    if (cwd_conf / "base.yaml").is_file():
+        return cwd_conf
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+def load_settings(
+    *,
+    config_file: str | Path | None = None,
+    env: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read base + overlay, apply ``overrides`` (dotted keys), interpolate, validate.
+
+    ``config_file`` is the overlay when given (its stem names the env unless ``env`` is given);
+    otherwise the overlay is ``conf/<env>.yaml`` with env from the argument, ``$CRM_SPARK_ENV``
+    or ``local``.
+    """
+    environ = os.environ if environ is None else environ
+    if config_file is not None:
+        overlay = Path(config_file)
+        if not overlay.is_file():
+            raise ConfigError(f"config file {overlay} not found")
+        conf_dir = overlay.parent if (overlay.parent / "base.yaml").is_file() else default_conf_dir()
+        env_name = env or overlay.stem
+    else:
+        conf_dir = default_conf_dir()
+        env_name = env or environ.get(ENV_VAR_ENV) or DEFAULT_ENV
+        overlay = conf_dir / f"{env_name}.yaml"
+        if not overlay.is_file():
+            known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
+            raise ConfigError(f"unknown env '{env_name}': {overlay} not found (known: {', '.join(known)})")
+    base = conf_dir / "base.yaml"
+    if not base.is_file():
+        raise ConfigError(f"{base} not found; set {ENV_VAR_CONF_DIR} to the folder holding base.yaml")
+
+    layers: list[tuple[str, dict[str, Any]]] = [(str(base), _read_yaml(base))]
+    if overlay.resolve() != base.resolve():
+        layers.append((str(overlay), _read_yaml(overlay)))
+    merged: dict[str, Any] = {}
+    for _, data in layers:
+        merged = _deep_merge(merged, data)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, dotted, value)
+            layers.append(("command line", _nest(dotted, value)))
+    merged = _interpolate(merged, environ, path=())
+    merged["env"] = env_name
+
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, layers)) from None
+    project_root = conf_dir.resolve().parent
+    paths = PathsSettings(
+        raw=resolve_uri(settings.paths.raw, project_root, from_cli="paths.raw" in (overrides or {})),
+        lake=resolve_uri(settings.paths.lake, project_root, from_cli="paths.lake" in (overrides or {})),
+    )
+    return settings.model_copy(update={"paths": paths})
+
+
+def resolve_uri(value: str, project_root: Path, *, from_cli: bool = False) -> str:
+    """A URI with a scheme stays as is; a path becomes absolute.
+
+    Paths from config files are relative to the project root; paths typed on the command line
+    are relative to the working directory, as a user expects.
+    """
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        return value.rstrip("/")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (Path.cwd() if from_cli else project_root) / path
+    return str(path.resolve())
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _set_dotted(out, dotted, value)
+    return out
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], path: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, environ, (*path, str(i))) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{'.'.join(path)}: environment variable {name} is not set (referenced as ${{{name}}})")
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+def _describe(exc: ValidationError, layers: list[tuple[str, dict[str, Any]]]) -> str:
+    """One line naming each bad key path, what is wrong and the file it came from."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "(top level)"
+        origin = _origin(loc, layers)
+        where = f" in {origin}" if origin else ""
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'{where}")
+        elif err["type"] == "missing":
+            parts.append(f"missing key '{key}'")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            parts.append(f"'{key}'{where}: {err['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def _origin(loc: list[str], layers: list[tuple[str, dict[str, Any]]]) -> str | None:
+    for name, data in reversed(layers):
+        node: Any = data
+        for part in loc:
+            if isinstance(node, Mapping) and part in node:
+                node = node[part]
+            else:
+                break
+        else:
+            return name
+    return None

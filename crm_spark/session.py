@@ -1,0 +1,115 @@
+"""The one place a SparkSession is built.
+
+Every Spark setting comes from :class:`~crm_spark.config.SparkSettings`; this module adds only
+what follows from the environment: quiet logging, and the Delta extension when the delta-spark
+jars are on the classpath.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyspark
+from pyspark.sql import SparkSession
+
+from crm_spark.config import Settings
+from crm_spark.errors import EnvironmentSetupError, LakeError
+
+MIN_JAVA = 17
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+DELTA_TABLE_CLASS = "io.delta.tables.DeltaTable"
+_LOG4J = Path(__file__).with_name("log4j2.properties")
+
+
+def build_session(settings: Settings) -> SparkSession:
+    """Create (or, under spark-submit, join) the application's SparkSession from config."""
+    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not launched_by_spark_submit:
+        check_java()
+    spark_settings = settings.spark
+    conf: dict[str, str] = {k: _conf_value(v) for k, v in spark_settings.conf.items()}
+    if settings.lake.engine != "embedded" and (
+        settings.lake.engine == "delta-spark" or delta_jars_configured(conf)
+    ):
+        conf.setdefault("spark.sql.extensions", DELTA_EXTENSION)
+        conf.setdefault("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+    log4j = f"-Dlog4j2.configurationFile=file:{_LOG4J}"
+    conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {log4j}".strip()
+
+    builder = SparkSession.builder.appName(spark_settings.app_name)
+    if spark_settings.master and not launched_by_spark_submit:
+        builder = builder.master(spark_settings.master)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(spark_settings.log_level)
+    if settings.lake.engine == "delta-spark" and not delta_spark_available(spark):
+        raise LakeError(
+            "lake.engine is 'delta-spark' but the delta-spark jars are not on the classpath: "
+            "add them (spark-submit --packages io.delta:delta-spark_2.13:4.4.1) or set lake.engine: embedded"
+        )
+    return spark
+
+
+def delta_spark_available(spark: SparkSession) -> bool:
+    """True when the JVM can load delta-spark and the session has its extension configured."""
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - py4j gateway is the only way to ask the JVM
+    try:
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        loader.loadClass(DELTA_TABLE_CLASS)
+    except Exception:  # py4j wraps ClassNotFoundException
+        return False
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    return DELTA_EXTENSION in extensions
+
+
+def delta_jars_configured(conf: dict[str, str]) -> bool:
+    """Whether the session being built will have delta-spark jars (so its extension can load)."""
+    for key in ("spark.jars.packages", "spark.jars"):
+        if "delta-spark" in conf.get(key, "") or "delta-core" in conf.get(key, ""):
+            return True
+    jar_dirs: list[Path] = []
+    if os.environ.get("SPARK_HOME"):
+        jar_dirs.append(Path(os.environ["SPARK_HOME"]) / "jars")
+    jar_dirs.append(Path(pyspark.__file__).parent / "jars")
+    return any(glob.glob(str(d / "delta-spark_*.jar")) for d in jar_dirs)
+
+
+def check_java() -> int:
+    """Return the Java major version, or raise a one-line error saying how to get Java 17+."""
+    java = (
+        str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
+        if os.environ.get("JAVA_HOME") and (Path(os.environ["JAVA_HOME"]) / "bin" / "java").exists()
+        else shutil.which("java")
+    )
+    if not java:
+        raise EnvironmentSetupError(
+            "Java not found: Spark needs Java 17+ (apt-get install openjdk-17-jre-headless, or set JAVA_HOME)"
+        )
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentSetupError(f"cannot run {java} -version ({exc}); check the Java installation") from None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise EnvironmentSetupError(f"cannot tell the Java version from '{java} -version'; Spark needs Java 17+")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise EnvironmentSetupError(
+            f"Java {major} found at {java}, Spark 4 needs Java {MIN_JAVA}+ (install openjdk-17-jre-headless or set JAVA_HOME)"
+        )
+    return major
+
+
+def _conf_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
