@@ -75,6 +75,43 @@ class GenerateSettings(_Section):
         return self
 
 
+class QualitySettings(_Section):
+    """Table-level gate thresholds (row-level rules live with the refine stage)."""
+
+    max_row_drop: float = Field(default=0.5, ge=0.0, le=1.0, description="largest allowed shrink vs previous version")
+    freshness_days: int = Field(default=30, ge=0, description="newest event may be this many days before as-of")
+    local_dir: str = Field(default="/tmp/crm-spark-quality", description="GX context dir when the lake is remote")
+
+
+class BasketSettings(_Section):
+    """Market basket analysis (stage ``basket``): FPGrowth thresholds, explosion guard, cross-sell."""
+
+    item_level: Literal["product", "category"] = Field(
+        default="product", description="what an item is: a product id, or the product's category"
+    )
+    min_support: float = Field(default=0.005, gt=0.0, le=1.0, description="share of baskets an itemset must be in")
+    min_confidence: float = Field(default=0.1, ge=0.0, le=1.0, description="P(consequent | antecedent) of a rule")
+    min_lift: float = Field(default=1.0, ge=0.0, description="rules below this lift are dropped")
+    max_itemset_size: int = Field(default=3, ge=2, description="largest itemset kept (antecedent + consequent)")
+    max_itemsets: int = Field(
+        default=200_000, ge=1, description="explosion guard: refuse when the itemset count bound exceeds this"
+    )
+    on_explosion: Literal["error", "warn"] = Field(
+        default="error", description="what the guard does past max_itemsets: stop the stage, or log and mine anyway"
+    )
+    num_partitions: int | None = Field(default=None, ge=1, description="FPGrowth numPartitions (None: input's)")
+    cross_sell_window_days: int = Field(default=90, ge=1, description="purchases in this window trigger rules")
+    cross_sell_top_n: int = Field(default=5, ge=1, description="suggestions kept per customer")
+    top_rules_logged: int = Field(default=25, ge=1, description="rules (by lift) logged to MLflow as an artifact")
+
+
+class TrackingSettings(_Section):
+    """MLflow. Unset uri: a SQLite database under <lake>/_mlflow (MLFLOW_TRACKING_URI overrides both)."""
+
+    uri: SecretStr | None = Field(default=None, description="tracking/registry URI; may hold a password")
+    experiment_prefix: str = "crm-spark"
+
+
 class Settings(_Section):
     """The whole validated configuration of one run."""
 
@@ -83,6 +120,9 @@ class Settings(_Section):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    basket: BasketSettings = Field(default_factory=BasketSettings)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked (for logs and MLflow)."""

@@ -12,8 +12,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 
@@ -21,17 +22,34 @@ from crm_spark.config import Settings
 from crm_spark.errors import ConfigError, StageNotBuiltError
 from crm_spark.lake import Lake, WriteResult
 
+if TYPE_CHECKING:
+    from crm_spark.quality import Gate
+    from crm_spark.tracking import Tracker
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class StageContext:
-    """What a stage may touch: settings, the session, the lake and the as-of date."""
+    """What a stage may touch: settings, the session, the lake, the as-of date, and (built on
+    first use) the data-quality gate and the MLflow tracker."""
 
     settings: Settings
     spark: SparkSession
     lake: Lake
     as_of: date | None = None
+
+    @cached_property
+    def gate(self) -> Gate:
+        from crm_spark.quality import Gate
+
+        return Gate(self.spark, self.settings)
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        from crm_spark.tracking import Tracker
+
+        return Tracker(self.settings)
 
 
 @dataclass(frozen=True)

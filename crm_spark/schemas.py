@@ -1,0 +1,104 @@
+"""Table contracts: the typed schemas of silver and gold tables, as Spark DDL.
+
+Every stage that writes one of these tables writes exactly this schema (the lake enforces it),
+and every stage that reads one may rely on it. Money is decimal; model-facing gold features are
+double/int with units in their names. ``_ingest_batch_id`` and ``_source_file`` keep lineage
+from bronze into silver.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import StructType
+
+_LINEAGE = "_ingest_batch_id string, _source_file string"
+
+RAW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_id", "first_name", "last_name", "email", "phone", "birth_date", "gender", "city",
+                  "country", "signup_date", "acquisition_channel", "updated_at"),
+    "products": ("product_id", "product_name", "category", "subcategory", "brand", "list_price"),
+    "orders": ("order_id", "customer_id", "order_ts", "channel", "status", "payment_type"),
+    "order_items": ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount"),
+    "web_events": ("event_id", "customer_id", "session_id", "event_ts", "event_type", "product_id", "page",
+                   "duration_sec", "device"),
+    "social_interactions": ("interaction_id", "customer_id", "platform", "interaction_type", "sentiment", "ts"),
+    "feedback": ("feedback_id", "customer_id", "ts", "channel", "rating", "nps", "category", "text", "resolved"),
+}
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_id",),
+    "products": ("product_id",),
+    "orders": ("order_id",),
+    "order_items": ("order_id", "line_no"),
+    "web_events": ("event_id",),
+    "social_interactions": ("interaction_id",),
+    "feedback": ("feedback_id",),
+}
+
+SILVER_DDL: dict[str, str] = {
+    # PII is pseudonymised (HMAC-SHA256 hex) or coarsened; raw names/email/phone/birth date never land here.
+    "customers": "customer_id string, name_pseudo string, email_pseudo string, phone_pseudo string, "
+    "birth_year int, age_band string, gender string, city string, country string, signup_date date, "
+    f"acquisition_channel string, updated_at timestamp, {_LINEAGE}",
+    "products": "product_id string, product_name string, category string, subcategory string, brand string, "
+    f"list_price decimal(12,2), {_LINEAGE}",
+    "orders": "order_id string, customer_id string, order_ts timestamp, order_date date, channel string, "
+    f"status string, payment_type string, {_LINEAGE}",
+    # discount is the fraction taken off the line (0.15 = 15 %); line_amount = quantity * unit_price * (1 - discount).
+    "order_items": "order_id string, line_no int, product_id string, quantity int, unit_price decimal(12,2), "
+    f"discount decimal(5,4), line_amount decimal(14,2), {_LINEAGE}",
+    "web_events": "event_id string, customer_id string, session_id string, event_ts timestamp, event_type string, "
+    f"product_id string, page string, duration_sec int, device string, {_LINEAGE}",
+    "social_interactions": "interaction_id string, customer_id string, platform string, interaction_type string, "
+    f"sentiment double, ts timestamp, {_LINEAGE}",
+    # text has e-mail addresses and phone numbers masked.
+    "feedback": "feedback_id string, customer_id string, ts timestamp, channel string, rating int, nps int, "
+    f"category string, text string, resolved boolean, {_LINEAGE}",
+}
+
+ORDER_STATUSES = ("completed", "cancelled", "returned")
+WEB_EVENT_TYPES = ("page_view", "product_view", "search", "add_to_cart", "checkout")
+INTERACTION_TYPES = ("like", "comment", "share", "mention")
+FEEDBACK_CATEGORIES = ("complaint", "praise", "question")
+
+# gold.customer_features: one row per customer per as_of_date, partitioned by as_of_date.
+CUSTOMER_FEATURES_DDL = (
+    "customer_id string, as_of_date date, "
+    "recency_days int, frequency int, monetary double, "
+    "r_score int, f_score int, m_score int, rfm_segment string, value_tier string, "
+    "tenure_days int, avg_order_value double, "
+    "spend_30d double, spend_90d double, spend_365d double, "
+    "orders_30d int, orders_90d int, orders_365d int, "
+    "distinct_categories int, return_rate double, "
+    "sessions_30d int, browse_minutes_30d double, cart_abandonment_rate double, "
+    "social_interactions_90d int, mean_sentiment double, mean_rating double, nps double, "
+    "complaints_90d int, days_since_last_visit int, has_orders boolean"
+)
+
+# Market basket tables (stage basket), each partitioned by as_of_date and rewritten per date.
+# An item is a product id or a category (item_level says which); itemsets and antecedents are
+# sorted ascending, so an itemset has one spelling. support = share of baskets holding the
+# itemset; confidence = support(A + c) / support(A); lift = confidence / support(c).
+# gold.basket_itemsets: one row per frequent itemset per as_of_date.
+BASKET_ITEMSETS_DDL = (
+    "items array<string>, item_names array<string>, itemset_size int, freq bigint, support double, "
+    "item_level string, as_of_date date"
+)
+# gold.basket_rules: one row per rule antecedent -> consequent (a single item) per as_of_date.
+BASKET_RULES_DDL = (
+    "antecedent array<string>, consequent string, antecedent_names array<string>, consequent_name string, "
+    "antecedent_size int, support double, confidence double, lift double, item_level string, as_of_date date"
+)
+# gold.cross_sell: top-N suggestions per customer per as_of_date; score = confidence * lift of the
+# best rule the customer's recent purchases trigger (its antecedent kept as the reason).
+CROSS_SELL_DDL = (
+    "customer_id string, rank int, item_id string, item_name string, score double, confidence double, "
+    "lift double, antecedent array<string>, item_level string, as_of_date date"
+)
+
+
+def silver_schema(source: str) -> StructType:
+    return StructType.fromDDL(SILVER_DDL[source])
+
+
+def customer_features_schema() -> StructType:
+    return StructType.fromDDL(CUSTOMER_FEATURES_DDL)

@@ -1,0 +1,1 @@
+"""Raw sources: their columns as landed, and the typed silver schemas refine produces."""

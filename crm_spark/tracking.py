@@ -1,0 +1,159 @@
+"""MLflow tracking for every model stage.
+
+One experiment per stage (``crm-spark/<stage>``), run names carry the as-of date. Every run
+logs: params, the as-of date, the Delta version of each input table, the git commit, the
+config (secrets masked), the data-quality summary, figures and the fitted Spark model with a
+registered model version. The tracking URI is ``$MLFLOW_TRACKING_URI``, else
+``tracking.uri`` from config, else a SQLite database under ``<lake>/_mlflow/`` (the file store
+is deprecated in MLflow 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from crm_spark.config import Settings
+from crm_spark.errors import ConfigError
+
+log = logging.getLogger(__name__)
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _local_lake(settings: Settings) -> Path | None:
+    lake = settings.paths.lake
+    if lake.startswith("file://"):
+        lake = lake[len("file://") :]
+    return None if "://" in lake else Path(lake)
+
+
+def tracking_uri(settings: Settings) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if settings.tracking.uri:
+        return settings.tracking.uri.get_secret_value()
+    lake = _local_lake(settings)
+    if lake is None:
+        raise ConfigError(
+            "tracking.uri is not set and the lake is not on a local path: set tracking.uri "
+            "(e.g. http://mlflow:5000) or MLFLOW_TRACKING_URI"
+        )
+    (lake / "_mlflow").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(lake / '_mlflow' / 'mlflow.db').resolve()}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class Tracker:
+    """MLflow set up from config; the only module that talks to MLflow."""
+
+    def __init__(self, settings: Settings) -> None:
+        import mlflow
+
+        self.settings = settings
+        self.uri = tracking_uri(settings)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self._mlflow = mlflow
+        self._stage: str | None = None
+        self._as_of: date | None = None
+
+    @property
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def experiment_id(self, stage: str) -> str:
+        name = f"{self.settings.tracking.experiment_prefix}/{stage}"
+        found = self._mlflow.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        artifact_location = None
+        lake = _local_lake(self.settings)
+        if self.uri.startswith("sqlite:") and lake is not None:
+            artifact_location = (lake / "_mlflow" / "artifacts" / stage).resolve().as_uri()
+        return str(self._mlflow.create_experiment(name, artifact_location=artifact_location))
+
+    @contextmanager
+    def start_run(
+        self,
+        stage: str,
+        *,
+        as_of: date,
+        inputs: Mapping[str, int],
+        params: Mapping[str, Any] | None = None,
+        quality: Mapping[str, Any] | None = None,
+    ) -> Iterator[Any]:
+        """An MLflow run with the lineage every model run carries; yields the active run."""
+        mlflow = self._mlflow
+        with mlflow.start_run(experiment_id=self.experiment_id(stage), run_name=f"{stage}-{as_of.isoformat()}") as run:
+            self._stage, self._as_of = stage, as_of
+            mlflow.set_tags(
+                {
+                    "crm_spark.stage": stage,
+                    "crm_spark.as_of": as_of.isoformat(),
+                    "crm_spark.env": self.settings.env,
+                    "mlflow.source.git.commit": git_commit(),
+                }
+            )
+            mlflow.log_params({"as_of": as_of.isoformat(), **{f"input.{t}.version": v for t, v in inputs.items()}})
+            if params:
+                mlflow.log_params({k: _param(v) for k, v in params.items()})
+            mlflow.log_dict(self.settings.public_dict(), "config.json")
+            mlflow.log_dict(dict(inputs), "inputs.json")
+            if quality:
+                mlflow.log_dict(dict(quality), "quality.json")
+                numeric = {f"quality.{k}": float(v) for k, v in quality.items() if isinstance(v, (int, float))}
+                if numeric:
+                    mlflow.log_metrics(numeric)
+            try:
+                yield run
+            finally:
+                self._stage, self._as_of = None, None
+            log.info("mlflow run %s (%s) logged to %s", run.info.run_id, f"{stage}-{as_of}", self.uri)
+
+    def log_figure(self, fig: Any, filename: str) -> Path | None:
+        """Log a matplotlib figure to the active run and keep a PNG under ``<lake>/_reports/figures``."""
+        self._mlflow.log_figure(fig, f"figures/{filename}")
+        lake = _local_lake(self.settings)
+        if lake is None or self._stage is None or self._as_of is None:
+            return None
+        out = lake / "_reports" / "figures" / self._stage / self._as_of.isoformat() / filename
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110, bbox_inches="tight")
+        return out
+
+    def log_json(self, data: Any, filename: str) -> None:
+        self._mlflow.log_text(json.dumps(data, indent=2, default=str), filename)
+
+    def log_spark_model(self, model: Any, *, artifact_path: str, registered_model: str) -> int:
+        """Log a fitted Spark ML model and register it; returns the registered version number."""
+        import mlflow.spark
+
+        info = mlflow.spark.log_model(model, artifact_path=artifact_path, registered_model_name=registered_model)
+        version = getattr(info, "registered_model_version", None)
+        if version is None:
+            latest = self.client.search_model_versions(f"name='{registered_model}'", order_by=["version_number DESC"], max_results=1)
+            version = latest[0].version
+        return int(version)
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
