@@ -83,6 +83,77 @@ class QualitySettings(_Section):
     local_dir: str = Field(default="/tmp/crm-spark-quality", description="GX context dir when the lake is remote")
 
 
+class SegmentRule(_Section):
+    """One row of the RFM segment table: a name and inclusive score ranges; first match wins."""
+
+    segment: str = Field(min_length=1)
+    r: tuple[int, int] = (1, 5)
+    f: tuple[int, int] = (1, 5)
+    m: tuple[int, int] = (1, 5)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SegmentRule:
+        for name in ("r", "f", "m"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high <= 5:
+                raise ValueError(f"{name} range {[low, high]} of {self.segment!r} must satisfy 1 <= low <= high <= 5")
+        return self
+
+    def matches(self, r: int, f: int, m: int) -> bool:
+        return self.r[0] <= r <= self.r[1] and self.f[0] <= f <= self.f[1] and self.m[0] <= m <= self.m[1]
+
+
+_DEFAULT_SEGMENTS = (
+    SegmentRule(segment="Champions", r=(4, 5), f=(4, 5), m=(4, 5)),
+    SegmentRule(segment="Loyal", r=(3, 5), f=(3, 5)),
+    SegmentRule(segment="New", r=(5, 5), f=(1, 1)),
+    SegmentRule(segment="Potential Loyalist", r=(4, 5), f=(1, 2)),
+    SegmentRule(segment="Need Attention", r=(3, 3), f=(1, 2)),
+    SegmentRule(segment="Can't Lose", r=(1, 2), f=(4, 5), m=(4, 5)),
+    SegmentRule(segment="At Risk", r=(1, 2), f=(3, 5)),
+    SegmentRule(segment="Hibernating", r=(2, 2), f=(1, 2)),
+    SegmentRule(segment="Lost", r=(1, 1), f=(1, 2)),
+)
+
+
+class FeaturesSettings(_Section):
+    """Customer features (stage ``features``): the RFM segment table, value tiers, missing-value fills.
+
+    ``segments`` must give every (r, f, m) score combination of 1..5 a segment (checked here);
+    customers without a completed order get ``no_orders_segment`` instead.
+    """
+
+    segments: tuple[SegmentRule, ...] = Field(default=_DEFAULT_SEGMENTS, min_length=1)
+    no_orders_segment: str = Field(default="Prospect", min_length=1)
+    high_tier_percentile: float = Field(
+        default=0.8, gt=0.0, lt=1.0, description="value tier high: monetary percentile among buyers >= this"
+    )
+    mid_tier_percentile: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="value tier mid: monetary percentile among buyers >= this"
+    )
+    missing_rating: float = Field(default=3.0, ge=1.0, le=5.0, description="mean_rating of a customer without ratings")
+    missing_nps: float = Field(default=7.5, ge=0.0, le=10.0, description="nps of a customer without NPS answers")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeaturesSettings:
+        if self.mid_tier_percentile >= self.high_tier_percentile:
+            raise ValueError(
+                f"mid_tier_percentile ({self.mid_tier_percentile}) must be below "
+                f"high_tier_percentile ({self.high_tier_percentile})"
+            )
+        uncovered = [
+            (r, f, m)
+            for r in range(1, 6)
+            for f in range(1, 6)
+            for m in range(1, 6)
+            if not any(rule.matches(r, f, m) for rule in self.segments)
+        ]
+        if uncovered:
+            shown = ", ".join(f"r={r} f={f} m={m}" for r, f, m in uncovered[:5])
+            raise ValueError(f"segments leave {len(uncovered)} score combinations without a segment, e.g. {shown}")
+        return self
+
+
 class BasketSettings(_Section):
     """Market basket analysis (stage ``basket``): FPGrowth thresholds, explosion guard, cross-sell."""
 
@@ -112,6 +183,54 @@ class TrackingSettings(_Section):
     experiment_prefix: str = "crm-spark"
 
 
+SILVER_TARGETS = (
+    "customers", "products", "orders", "order_items", "web_events", "social_interactions", "feedback", "churn_labels",
+)
+
+
+class TargetMapping(_Section):
+    """How one raw source feeds one silver table.
+
+    ``columns`` maps our column -> a Spark SQL expression over the source's columns (a column
+    name, ``to_timestamp(InvoiceDate, 'M/d/yyyy H:mm')``, ``'online'``, ``concat(a, '-', b)``);
+    a column not listed is taken from the same-named source column. ``explode`` turns an array
+    expression into one row per element, available to ``columns`` as ``_item`` (and ``_pos``).
+    """
+
+    columns: dict[str, str] = Field(default_factory=dict)
+    filter: str | None = Field(default=None, description="keep only rows where this SQL expression is true")
+    explode: str | None = None
+
+
+class SourceSettings(_Section):
+    """A folder of raw files under the landing zone and the silver tables it feeds."""
+
+    path: str = Field(description="folder relative to paths.raw, or an absolute URI")
+    format: Literal["csv", "json", "parquet", "text"] = "csv"
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    targets: dict[str, TargetMapping] = Field(default_factory=dict)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> SourceSettings:
+        unknown = [t for t in self.targets if t not in SILVER_TARGETS]
+        if unknown:
+            raise ValueError(f"unknown target tables {unknown}; targets are {', '.join(SILVER_TARGETS)}")
+        return self
+
+
+_CSV = {"header": True, "multiLine": True, "escape": '"'}
+
+
+def builtin_sources() -> dict[str, SourceSettings]:
+    """The seven sources of SPEC section 3, as ``crm-spark generate`` writes them."""
+    csv = ("customers", "products", "orders", "order_items", "feedback")
+    out = {name: SourceSettings(path=name, format="csv", options=_CSV, targets={name: TargetMapping()}) for name in csv}
+    for name in ("web_events", "social_interactions"):
+        out[name] = SourceSettings(path=name, format="json", targets={name: TargetMapping()})
+    return out
+
+
 class Settings(_Section):
     """The whole validated configuration of one run."""
 
@@ -122,7 +241,12 @@ class Settings(_Section):
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    sources: dict[str, SourceSettings] = Field(
+        default_factory=builtin_sources,
+        description="raw sources; when a config sets this key it replaces the built-in seven",
+    )
     basket: BasketSettings = Field(default_factory=BasketSettings)
+    features: FeaturesSettings = Field(default_factory=FeaturesSettings)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked (for logs and MLflow)."""

@@ -86,7 +86,7 @@ class StageSpec:
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "raw files -> bronze tables, new files only", None),
+    StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest"),
     StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", None),
     StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", None),
     StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", None),
