@@ -200,6 +200,10 @@ class TargetMapping(_Section):
     columns: dict[str, str] = Field(default_factory=dict)
     filter: str | None = Field(default=None, description="keep only rows where this SQL expression is true")
     explode: str | None = None
+    collapse: bool = Field(
+        default=False,
+        description="several source rows per key are expected (invoice lines -> orders): keep one, quarantine none",
+    )
 
 
 class SourceSettings(_Section):
@@ -231,6 +235,31 @@ def builtin_sources() -> dict[str, SourceSettings]:
     return out
 
 
+class OutlierRule(_Section):
+    policy: Literal["cap", "flag"] = "flag"
+    lower: float | None = Field(default=None, ge=0, le=1, description="lower percentile, e.g. 0.001")
+    upper: float | None = Field(default=None, ge=0, le=1, description="upper percentile, e.g. 0.999")
+
+
+class RefineSettings(_Section):
+    """Row-level rules of bronze -> silver (keys are '<table>.<column>')."""
+
+    pii_key_env: str = Field(default="CRM_SPARK_PII_KEY", description="env variable holding the HMAC key")
+    timestamp_formats: list[str] = Field(
+        default_factory=lambda: [
+            "yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss'Z'", "yyyy-MM-dd'T'HH:mm:ssXXX", "yyyy-MM-dd HH:mm:ssXXX",
+            "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm", "dd/MM/yyyy HH:mm:ss", "dd/MM/yyyy HH:mm", "yyyy-MM-dd",
+            "dd/MM/yyyy",
+        ]
+    )
+    missing: dict[str, str] = Field(default_factory=dict, description="'<table>.<column>': value used when empty")
+    outliers: dict[str, OutlierRule] = Field(default_factory=dict)
+    country_aliases: dict[str, str] = Field(default_factory=dict)
+    max_reject_share: float = Field(
+        default=0.2, ge=0, le=1, description="gate: a batch with more quarantined rows than this share stops refine"
+    )
+
+
 class Settings(_Section):
     """The whole validated configuration of one run."""
 
@@ -241,6 +270,7 @@ class Settings(_Section):
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    refine: RefineSettings = Field(default_factory=RefineSettings)
     sources: dict[str, SourceSettings] = Field(
         default_factory=builtin_sources,
         description="raw sources; when a config sets this key it replaces the built-in seven",
@@ -405,8 +435,13 @@ def _interpolate(value: Any, environ: Mapping[str, str], path: tuple[str, ...]) 
 def _describe(exc: ValidationError, layers: list[tuple[str, dict[str, Any]]]) -> str:
     """One line naming each bad key path, what is wrong and the file it came from."""
     parts = []
+    wrong: dict[str, list[str]] = {}  # key -> what its value should be (one entry per union member)
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
+        if err["type"] != "missing":
+            # A union type reports one error per member (spark.conf.x.str, spark.conf.x.int):
+            # name the key the user wrote, not pydantic's member tags.
+            loc = loc[: _present_depth(loc, layers)] or loc
         key = ".".join(loc) or "(top level)"
         origin = _origin(loc, layers)
         where = f" in {origin}" if origin else ""
@@ -417,8 +452,27 @@ def _describe(exc: ValidationError, layers: list[tuple[str, dict[str, Any]]]) ->
         else:
             got = err.get("input")
             shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            parts.append(f"'{key}'{where}: {err['msg']}{shown}")
-    return "; ".join(parts)
+            head = f"'{key}'{where}: "
+            if head not in wrong:
+                wrong[head] = []
+                parts.append(head)
+            wrong[head].append(f"{err['msg']}{shown}")
+    return "; ".join(f"{p}{' or '.join(dict.fromkeys(wrong[p]))}" if p in wrong else p for p in parts)
+
+
+def _present_depth(loc: list[str], layers: list[tuple[str, dict[str, Any]]]) -> int:
+    """How many leading parts of ``loc`` name keys that some layer actually holds."""
+    best = 0
+    for _, data in layers:
+        node: Any = data
+        depth = 0
+        for part in loc:
+            if not (isinstance(node, Mapping) and part in node):
+                break
+            node = node[part]
+            depth += 1
+        best = max(best, depth)
+    return best
 
 
 def _origin(loc: list[str], layers: list[tuple[str, dict[str, Any]]]) -> str | None:

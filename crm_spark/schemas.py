@@ -8,6 +8,8 @@ from bronze into silver.
 
 from __future__ import annotations
 
+import re
+
 from pyspark.sql.types import StructType
 
 _LINEAGE = "_ingest_batch_id string, _source_file string"
@@ -22,6 +24,7 @@ RAW_COLUMNS: dict[str, tuple[str, ...]] = {
                    "duration_sec", "device"),
     "social_interactions": ("interaction_id", "customer_id", "platform", "interaction_type", "sentiment", "ts"),
     "feedback": ("feedback_id", "customer_id", "ts", "channel", "rating", "nps", "category", "text", "resolved"),
+    "churn_labels": ("customer_id", "churned", "label_date"),
 }
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -32,6 +35,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "web_events": ("event_id",),
     "social_interactions": ("interaction_id",),
     "feedback": ("feedback_id",),
+    "churn_labels": ("customer_id",),
 }
 
 SILVER_DDL: dict[str, str] = {
@@ -53,6 +57,8 @@ SILVER_DDL: dict[str, str] = {
     # text has e-mail addresses and phone numbers masked.
     "feedback": "feedback_id string, customer_id string, ts timestamp, channel string, rating int, nps int, "
     f"category string, text string, resolved boolean, {_LINEAGE}",
+    # A user-provided churn label per customer (bring-your-own data, e.g. a subscription table).
+    "churn_labels": f"customer_id string, churned boolean, label_date date, {_LINEAGE}",
 }
 
 ORDER_STATUSES = ("completed", "cancelled", "returned")
@@ -102,3 +108,8 @@ def silver_schema(source: str) -> StructType:
 
 def customer_features_schema() -> StructType:
     return StructType.fromDDL(CUSTOMER_FEATURES_DDL)
+
+
+def silver_ddl_columns(source: str) -> list[str]:
+    """Column names of a silver table, in order, without needing a SparkSession."""
+    return re.findall(r"(?:^|,)\s*(\w+)\s", SILVER_DDL[source])

@@ -170,6 +170,10 @@ class Lake(ABC):
     def schema(self, table: str) -> StructType: ...
 
     @abstractmethod
+    def txn_version(self, table: str, app_id: str) -> int | None:
+        """The last idempotency-token version ``app_id`` committed to ``table`` (None: never)."""
+
+    @abstractmethod
     def partition_columns(self, table: str) -> list[str]: ...
 
     # -- writes -------------------------------------------------------------------------

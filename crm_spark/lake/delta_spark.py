@@ -160,11 +160,16 @@ class DeltaSparkLake(Lake):
         return [r[0] for r in rows if r[0] != uri]
 
     # -- internals ----------------------------------------------------------------------
-    def _already_done(self, table: str, txn: Txn) -> bool:
+    def txn_version(self, table: str, app_id: str) -> int | None:
+        self._require(table)
         jvm = self.spark.sparkContext._jvm  # noqa: SLF001
         log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, self.uri(table))  # noqa: SLF001
-        done = log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).transactions().get(txn.app_id)
-        return bool(done.isDefined()) and int(done.get()) >= txn.version
+        done = log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).transactions().get(app_id)
+        return int(done.get()) if done.isDefined() else None
+
+    def _already_done(self, table: str, txn: Txn) -> bool:
+        done = self.txn_version(table, txn.app_id)
+        return done is not None and done >= txn.version
 
     def _save(
         self,

@@ -36,6 +36,7 @@ from deltalake.transaction import (
     Transaction,
     create_table_with_add_actions,
 )
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
@@ -78,6 +79,10 @@ class EmbeddedLake(Lake):
 
     def partition_columns(self, table: str) -> list[str]:
         return list(self._table(table).metadata().partition_columns)
+
+    def txn_version(self, table: str, app_id: str) -> int | None:
+        done = self._table(table).transaction_version(app_id)
+        return None if done is None else int(done)
 
     def history(self, table: str, *, limit: int | None = None) -> list[Commit]:
         commits = []
@@ -231,13 +236,22 @@ class EmbeddedLake(Lake):
             return empty.withColumn(_FILE_COL, F.lit(None).cast("string")) if with_file else empty
 
         data_schema = StructType([f for f in schema.fields if f.name not in part_cols])
-        df = self.spark.read.schema(data_schema).parquet(*(p for p, _ in files))
+        try:
+            df = self.spark.read.schema(data_schema).parquet(*(p for p, _ in files))
+        except AnalysisException as exc:
+            if exc.getCondition() != "PATH_NOT_FOUND":
+                raise
+            raise LakeError(
+                f"{dt.table_uri} version {dt.version()}: data files it references are gone (vacuumed, or deleted "
+                f"outside the lake); read a later version ({str(exc).splitlines()[0]})"
+            ) from None
         # A file is known by its partition folders + name (unique within a table: the name
-        # carries the write job's UUID); Spark's _metadata.file_path ends with exactly that.
+        # carries the write job's UUID); Spark's _metadata.file_path ends with exactly that,
+        # URI-encoded (a space is %20): decode it ('+' is literal in a path, not a space) so
+        # folders like city=New York (written by delta-spark or deltalake) still match.
         depth = len(part_cols) + 1
-        df = df.select(
-            "*", F.concat_ws("/", F.slice(F.split(F.col("_metadata.file_path"), "/"), -depth, depth)).alias(_FILE_COL)
-        )
+        file_path = F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B")))
+        df = df.select("*", F.concat_ws("/", F.slice(F.split(file_path, "/"), -depth, depth)).alias(_FILE_COL))
         if part_cols:
             mapping = self.spark.createDataFrame(
                 [(_file_key(p, depth), *vals) for p, vals in files],

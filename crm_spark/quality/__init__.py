@@ -113,6 +113,7 @@ class Gate:
         *,
         previous_rows: int | None = None,
         as_of: Any = None,
+        batch_rows: int | None = None,
         raise_on_failure: bool = True,
     ) -> QualityReport:
         """Validate ``df`` against the suite of ``table``; raise DataQualityError on failure.
@@ -124,7 +125,7 @@ class Gate:
         if table not in SUITES:
             raise DataQualityError(f"no quality suite is registered for {table} (crm_spark/quality/suites.py)")
         started = time.perf_counter()
-        expectations = SUITES[table](SuiteContext(settings=self.settings, previous_rows=previous_rows, as_of=as_of))
+        expectations = SUITES[table](SuiteContext(settings=self.settings, previous_rows=previous_rows, as_of=as_of, batch_rows=batch_rows))
         ctx = self._context
         try:
             asset = self._datasource.get_asset(table)

@@ -6,6 +6,8 @@ previous version's size and the as-of date) returning Great Expectations 1.x exp
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -21,6 +23,7 @@ class SuiteContext:
     settings: Settings
     previous_rows: int | None = None
     as_of: date | None = None
+    batch_rows: int | None = None  # rows mapped from bronze in this batch (refine's reject-share gate)
 
 
 Suite = Callable[[SuiteContext], list[gxe.Expectation]]
@@ -76,3 +79,122 @@ def in_set(column: str, values: Sequence[Any], *, mostly: float = 1.0) -> gxe.Ex
 
 def not_null(*names: str) -> list[gxe.Expectation]:
     return [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in names]
+
+
+# -- stage basket: gold.basket_itemsets, gold.basket_rules, gold.cross_sell ---------------------
+# Each frame checked holds one as_of_date partition. Support can sit a rounding step below
+# min_support (ceil(min_support * n) / n in floating point), hence the 1e-9 slack.
+def _ddl_columns(ddl: str) -> list[str]:
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(ddl).fieldNames()
+
+
+@register("gold.basket_itemsets")
+def _basket_itemsets(sc: SuiteContext) -> list[gxe.Expectation]:
+    from crm_spark.schemas import BASKET_ITEMSETS_DDL
+
+    b = sc.settings.basket
+    return [
+        *columns(_ddl_columns(BASKET_ITEMSETS_DDL)),
+        *keys(["items"]),
+        *not_null("itemset_size", "freq", "support", "item_level", "as_of_date"),
+        between("itemset_size", 1, b.max_itemset_size),
+        between("freq", 1),
+        between("support", b.min_support * (1 - 1e-9), 1.0),
+        in_set("item_level", ["product", "category"]),
+    ]
+
+
+@register("gold.basket_rules")
+def _basket_rules(sc: SuiteContext) -> list[gxe.Expectation]:
+    from crm_spark.schemas import BASKET_RULES_DDL
+
+    b = sc.settings.basket
+    return [
+        *columns(_ddl_columns(BASKET_RULES_DDL)),
+        *keys(["antecedent", "consequent"]),
+        *not_null("antecedent_size", "support", "confidence", "lift", "item_level", "as_of_date"),
+        between("antecedent_size", 1, b.max_itemset_size - 1),
+        between("support", b.min_support * (1 - 1e-9), 1.0),
+        between("confidence", b.min_confidence * (1 - 1e-9), 1.0 + 1e-9),
+        between("lift", b.min_lift * (1 - 1e-9)),
+    ]
+
+
+@register("gold.cross_sell")
+def _cross_sell(sc: SuiteContext) -> list[gxe.Expectation]:
+    from crm_spark.schemas import CROSS_SELL_DDL
+
+    b = sc.settings.basket
+    return [
+        *columns(_ddl_columns(CROSS_SELL_DDL)),
+        *keys(["customer_id", "rank"]),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["customer_id", "item_id"]),
+        *not_null("item_id", "score", "confidence", "lift", "antecedent", "as_of_date"),
+        between("rank", 1, b.cross_sell_top_n),
+        between("score", 0.0),
+    ]
+
+
+# -- stage features: gold.customer_features ------------------------------------------------------
+# Every column is a model input, so none may be null; ranges follow the feature definitions in
+# crm_spark/transforms/features.py (scores 0 = no completed order yet).
+_FEATURE_COUNTS = (
+    "recency_days", "frequency", "tenure_days", "orders_30d", "orders_90d", "orders_365d", "distinct_categories",
+    "sessions_30d", "social_interactions_90d", "complaints_90d", "days_since_last_visit",
+)
+_FEATURE_AMOUNTS = ("monetary", "avg_order_value", "spend_30d", "spend_90d", "spend_365d", "browse_minutes_30d")
+
+
+@register("gold.customer_features")
+def _customer_features(sc: SuiteContext) -> list[gxe.Expectation]:
+    from crm_spark.schemas import customer_features_schema
+    from crm_spark.transforms.features import VALUE_TIERS
+
+    f = sc.settings.features
+    names = customer_features_schema().fieldNames()
+    return [
+        *columns(names),
+        *keys(["customer_id", "as_of_date"]),
+        *not_null(*(n for n in names if n not in ("customer_id", "as_of_date"))),
+        *row_count_change(sc),
+        *(between(c, 0) for c in (*_FEATURE_COUNTS, *_FEATURE_AMOUNTS)),
+        *(between(c, 0, 5) for c in ("r_score", "f_score", "m_score")),
+        *(between(c, 0.0, 1.0) for c in ("return_rate", "cart_abandonment_rate")),
+        between("mean_sentiment", -1.0, 1.0),
+        between("mean_rating", 1.0, 5.0),
+        between("nps", 0.0, 10.0),
+        in_set("rfm_segment", sorted({r.segment for r in f.segments} | {f.no_orders_segment})),
+        in_set("value_tier", VALUE_TIERS),
+    ]
+
+
+def reject_share(sc: SuiteContext) -> list[gxe.Expectation]:
+    """At least (1 - refine.max_reject_share) of the batch's mapped rows were accepted."""
+    if not sc.batch_rows:
+        return []
+    floor = math.ceil(sc.batch_rows * (1 - sc.settings.refine.max_reject_share))
+    return [gxe.ExpectTableRowCountToBeBetween(min_value=floor)]
+
+
+def _silver_suite(target: str) -> Suite:
+    from crm_spark.schemas import KEYS, silver_ddl_columns
+    from crm_spark.transforms.refine import TARGETS
+
+    def suite(sc: SuiteContext) -> list[gxe.Expectation]:
+        spec = TARGETS[target]
+        out = columns(silver_ddl_columns(target)) + keys(KEYS[target]) + reject_share(sc)
+        for f in spec.fields:
+            if f.allowed is not None:
+                out.append(in_set(f.name, f.allowed))
+            if (f.low is not None or f.high is not None) and f.name in silver_ddl_columns(target):
+                out.append(between(f.name, f.low, f.high))
+        return out
+
+    return suite
+
+
+for _target in ("customers", "products", "orders", "order_items", "web_events", "social_interactions", "feedback",
+                "churn_labels"):
+    SUITES[f"silver.{_target}"] = _silver_suite(_target)

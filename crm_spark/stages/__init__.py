@@ -87,7 +87,7 @@ class StageSpec:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest"),
-    StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", None),
+    StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", "crm_spark.stages.refine"),
     StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", None),
     StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", None),
     StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", None),

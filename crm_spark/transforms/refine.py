@@ -1,0 +1,473 @@
+"""Bronze -> silver row rules: parse, normalise, validate, pseudonymise, dedupe, split.
+
+Everything here is a pure DataFrame function over native Spark expressions (Spark 4 runs with
+ANSI mode on, so parsing uses ``try_*`` functions that return null instead of failing). A row
+that breaks a rule is not dropped: it goes to quarantine with every reason in ``_dq_reasons``.
+
+Reason codes: ``malformed_line``, ``missing_<col>``, ``bad_<col>`` (not parseable or not an
+allowed value), ``out_of_range_<col>``, ``outlier_<col>``, ``unknown_<ref>`` (foreign key not in
+silver), ``duplicate_row`` (exact copy of an accepted row), ``superseded_version`` (an older
+version of a key that a newer row replaces).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from crm_spark.schemas import (
+    FEEDBACK_CATEGORIES,
+    INTERACTION_TYPES,
+    KEYS,
+    ORDER_STATUSES,
+    RAW_COLUMNS,
+    WEB_EVENT_TYPES,
+    silver_ddl_columns,
+)
+
+REASONS = "_dq_reasons"
+RAW = "_raw"
+CORRUPT = "_corrupt_record"
+LINEAGE = ("_ingest_batch_id", "_source_file")
+NULL_TOKENS = ("", "n/a", "na", "null", "none", "nan", "-", "?")
+EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+PHONE_RE = r"\+?\d[\d\s().-]{6,}\d"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One target column: how to parse it and which rules it must pass."""
+
+    name: str
+    kind: str = "string"  # string | int | decimal(p,s) | double | timestamp | date | bool
+    required: bool = False
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    allowed: tuple[str, ...] | None = None
+    case: str | None = None  # lower | upper
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    fields: tuple[Field, ...]
+    refs: Mapping[str, str] = field(default_factory=dict)  # column -> silver table whose key it references
+    version_col: str | None = None  # newest value wins between versions of a key
+
+
+TARGETS: dict[str, TargetSpec] = {
+    "customers": TargetSpec(
+        "customers",
+        (
+            Field("customer_id", required=True),
+            Field("first_name"), Field("last_name"), Field("email"), Field("phone"),
+            Field("birth_date", "date"),
+            Field("gender", case="lower"),
+            Field("city"),
+            Field("country", case="upper"),
+            Field("signup_date", "date", required=True),
+            Field("acquisition_channel", case="lower"),
+            Field("updated_at", "timestamp", required=True),
+        ),
+        version_col="updated_at",
+    ),
+    "products": TargetSpec(
+        "products",
+        (
+            Field("product_id", required=True), Field("product_name"), Field("category"), Field("subcategory"),
+            Field("brand"), Field("list_price", "decimal(12,2)", required=True, low=0, low_inclusive=False),
+        ),
+    ),
+    "orders": TargetSpec(
+        "orders",
+        (
+            Field("order_id", required=True), Field("customer_id", required=True),
+            Field("order_ts", "timestamp", required=True), Field("channel", case="lower"),
+            Field("status", required=True, allowed=ORDER_STATUSES, case="lower"), Field("payment_type", case="lower"),
+        ),
+        refs={"customer_id": "customers"},
+    ),
+    "order_items": TargetSpec(
+        "order_items",
+        (
+            Field("order_id", required=True), Field("line_no", "int", required=True, low=0),
+            Field("product_id", required=True),
+            Field("quantity", "int", required=True, low=0, low_inclusive=False),
+            Field("unit_price", "decimal(12,2)", required=True, low=0, low_inclusive=False),
+            Field("discount", "decimal(5,4)", low=0, high=1),
+        ),
+        refs={"order_id": "orders", "product_id": "products"},
+    ),
+    "web_events": TargetSpec(
+        "web_events",
+        (
+            Field("event_id", required=True), Field("customer_id"), Field("session_id", required=True),
+            Field("event_ts", "timestamp", required=True),
+            Field("event_type", required=True, allowed=WEB_EVENT_TYPES, case="lower"),
+            Field("product_id"), Field("page"), Field("duration_sec", "int", low=0), Field("device", case="lower"),
+        ),
+        refs={"customer_id": "customers", "product_id": "products"},
+    ),
+    "social_interactions": TargetSpec(
+        "social_interactions",
+        (
+            Field("interaction_id", required=True), Field("customer_id", required=True),
+            Field("platform", case="lower"),
+            Field("interaction_type", required=True, allowed=INTERACTION_TYPES, case="lower"),
+            Field("sentiment", "double", low=-1, high=1), Field("ts", "timestamp", required=True),
+        ),
+        refs={"customer_id": "customers"},
+    ),
+    "feedback": TargetSpec(
+        "feedback",
+        (
+            Field("feedback_id", required=True), Field("customer_id", required=True),
+            Field("ts", "timestamp", required=True), Field("channel", case="lower"),
+            Field("rating", "int", low=1, high=5), Field("nps", "int", low=0, high=10),
+            Field("category", allowed=FEEDBACK_CATEGORIES, case="lower"), Field("text"), Field("resolved", "bool"),
+        ),
+        refs={"customer_id": "customers"},
+    ),
+    "churn_labels": TargetSpec(
+        "churn_labels",
+        (Field("customer_id", required=True), Field("churned", "bool", required=True), Field("label_date", "date")),
+        refs={"customer_id": "customers"},
+    ),
+}
+
+
+# -- conforming a source to a target ------------------------------------------------------
+def conform(
+    bronze: DataFrame,
+    *,
+    target: str,
+    columns: Mapping[str, str],
+    filter_expr: str | None = None,
+    explode: str | None = None,
+    collapse: bool = False,
+) -> DataFrame:
+    """Map a bronze frame (their columns) onto the target's raw columns, all strings.
+
+    ``columns`` maps target column -> SQL expression over the source columns; an unlisted
+    column is the same-named source column (null when the source has none).
+    """
+    df = bronze
+    if explode:
+        df = df.select("*", F.posexplode_outer(F.expr(explode)).alias("_pos", "_item"))
+    if filter_expr:
+        df = df.filter(F.expr(filter_expr))
+    wanted = raw_columns(target)
+    cols = []
+    for name in wanted:
+        if name in columns:
+            cols.append(F.expr(columns[name]).cast("string").alias(name))
+        elif name in df.columns:
+            cols.append(F.col(f"`{name}`").cast("string").alias(name))
+        else:
+            cols.append(F.lit(None).cast("string").alias(name))
+    corrupt = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
+    out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE))
+    if collapse:
+        keys = list(KEYS[target])
+        w = Window.partitionBy(*keys).orderBy(*(F.col(c).asc_nulls_last() for c in wanted))
+        out = out.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
+    return out
+
+
+def raw_columns(target: str) -> tuple[str, ...]:
+    return tuple(f.name for f in TARGETS[target].fields)
+
+
+# -- parsing ------------------------------------------------------------------------------
+def clean_text(c: Column) -> Column:
+    """Trim; the usual 'no value' tokens become null."""
+    t = F.trim(c)
+    return F.when(t.isNull() | F.lower(t).isin(*NULL_TOKENS), F.lit(None).cast("string")).otherwise(t)
+
+
+def parse_number(c: Column, kind: str) -> Column:
+    """Numbers as exported by spreadsheets: '12,5' (decimal comma) is 12.5; non-numbers are null."""
+    t = clean_text(c)
+    t = F.when(t.rlike(r"^[+-]?\d+,\d+$"), F.regexp_replace(t, ",", ".")).otherwise(t)
+    if kind == "int":
+        # '3.0' is an int, '3.5' is not
+        d = t.try_cast("double")
+        return F.when(d.isNotNull() & (d == F.floor(d)) & (F.abs(d) < 2**31), d.cast("int"))
+    return t.try_cast(kind)
+
+
+def parse_timestamp(c: Column, formats: Sequence[str]) -> Column:
+    """The first of ``formats`` that parses; epoch seconds/millis; ISO offsets converted to UTC."""
+    t = clean_text(c)
+    candidates = [F.try_to_timestamp(t, F.lit(fmt)) for fmt in formats]
+    epoch = F.when(t.rlike(r"^\d{9,10}$"), F.timestamp_seconds(t.try_cast("long"))).when(
+        t.rlike(r"^\d{12,13}$"), F.timestamp_millis(t.try_cast("long"))
+    )
+    return F.coalesce(*candidates, epoch)
+
+
+def parse_bool(c: Column) -> Column:
+    t = F.lower(clean_text(c))
+    return F.when(t.isin("true", "t", "yes", "y", "1"), F.lit(True)).when(t.isin("false", "f", "no", "n", "0"), F.lit(False))
+
+
+def parse_field(f: Field, raw: Column, *, timestamp_formats: Sequence[str]) -> Column:
+    if f.kind == "timestamp":
+        return parse_timestamp(raw, timestamp_formats)
+    if f.kind == "date":
+        return F.to_date(parse_timestamp(raw, timestamp_formats))
+    if f.kind == "bool":
+        return parse_bool(raw)
+    if f.kind in ("int", "double") or f.kind.startswith("decimal"):
+        return parse_number(raw, f.kind)
+    t = clean_text(raw)
+    if f.case == "lower":
+        return F.lower(t)
+    if f.case == "upper":
+        return F.upper(t)
+    return t
+
+
+# -- validation ---------------------------------------------------------------------------
+def validate(
+    conformed: DataFrame,
+    *,
+    target: str,
+    timestamp_formats: Sequence[str],
+    defaults: Mapping[str, str] | None = None,
+    country_aliases: Mapping[str, str] | None = None,
+) -> DataFrame:
+    """Typed target columns + ``_dq_reasons`` (empty array = accepted). One row per input row."""
+    spec = TARGETS[target]
+    defaults = defaults or {}
+    typed: list[Column] = []
+    reasons: list[Column] = [F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_line"))]
+    for f in spec.fields:
+        raw = F.col(f.name)
+        value = parse_field(f, raw, timestamp_formats=timestamp_formats)
+        if f.name == "country" and country_aliases:
+            value = F.coalesce(F.create_map(*[F.lit(x) for kv in country_aliases.items() for x in kv])[value], value)
+        present = clean_text(raw).isNotNull()
+        if f.name in defaults:
+            value = F.coalesce(value, F.when(~present, F.lit(defaults[f.name])).cast(_spark_type(f.kind)))
+        typed.append(value.alias(f.name))
+        reasons.append(F.when(present & value.isNull(), F.lit(f"bad_{f.name}")))
+        if f.required:
+            reasons.append(F.when(~present & value.isNull(), F.lit(f"missing_{f.name}")))
+        if f.allowed is not None:
+            reasons.append(F.when(value.isNotNull() & ~value.isin(*f.allowed), F.lit(f"bad_{f.name}")))
+        if f.low is not None:
+            below = value < F.lit(f.low) if f.low_inclusive else value <= F.lit(f.low)
+            reasons.append(F.when(value.isNotNull() & below, F.lit(f"out_of_range_{f.name}")))
+        if f.high is not None:
+            reasons.append(F.when(value.isNotNull() & (value > F.lit(f.high)), F.lit(f"out_of_range_{f.name}")))
+    passthrough = [F.col(f"`{c}`") for c in conformed.columns if c.startswith("_")]
+    raw = F.struct(*[F.col(f.name) for f in spec.fields]).alias(RAW)
+    out = conformed.select(*typed, *passthrough, raw, F.array(*reasons).alias(REASONS))
+    # keep one copy of each code, in a stable order
+    return out.withColumn(REASONS, F.array_sort(F.array_distinct(F.array_compact(F.col(REASONS)))))
+
+
+def _spark_type(kind: str) -> str:
+    return {"bool": "boolean"}.get(kind, kind)
+
+
+def add_reason(df: DataFrame, condition: Column, code: str) -> DataFrame:
+    """Append ``code`` to ``_dq_reasons`` where ``condition`` holds (null counts as false)."""
+    hit = F.coalesce(condition, F.lit(False))
+    return df.withColumn(
+        REASONS, F.when(hit, F.array_sort(F.array_distinct(F.array_append(F.col(REASONS), F.lit(code))))).otherwise(F.col(REASONS))
+    )
+
+
+def check_references(df: DataFrame, *, target: str, known: Mapping[str, DataFrame]) -> DataFrame:
+    """``unknown_<col>`` for a non-null reference whose key is not in ``known[table]`` (one key column)."""
+    for col, table in TARGETS[target].refs.items():
+        if table not in known:
+            continue
+        key = KEYS[table][0]
+        keys = known[table].select(F.col(key).alias("_ref_key")).distinct().withColumn("_ref_hit", F.lit(True))
+        df = df.join(keys, df[col] == keys["_ref_key"], "left")
+        df = add_reason(df, F.col(col).isNotNull() & F.col("_ref_hit").isNull(), f"unknown_{col}").drop("_ref_key", "_ref_hit")
+    return df
+
+
+def outliers(df: DataFrame, *, rules: Mapping[str, Mapping[str, Any]]) -> DataFrame:
+    """Per column ``{policy: cap|flag, lower: p, upper: p}``: cap values at the batch's percentiles,
+    or flag them (reason ``outlier_<col>``). Percentiles are over the accepted rows of the batch."""
+    for col, rule in rules.items():
+        if col not in df.columns:
+            continue
+        ok = F.size(F.col(REASONS)) == 0
+        lo_p, hi_p = rule.get("lower"), rule.get("upper")
+        aggs = []
+        if lo_p is not None:
+            aggs.append(F.percentile_approx(F.when(ok, F.col(col)), float(lo_p)).alias("_lo"))
+        if hi_p is not None:
+            aggs.append(F.percentile_approx(F.when(ok, F.col(col)), float(hi_p)).alias("_hi"))
+        if not aggs:
+            continue
+        bounds = df.agg(*aggs)
+        df = df.crossJoin(F.broadcast(bounds))
+        lo = F.col("_lo") if lo_p is not None else F.lit(None)
+        hi = F.col("_hi") if hi_p is not None else F.lit(None)
+        outside = (lo.isNotNull() & (F.col(col) < lo)) | (hi.isNotNull() & (F.col(col) > hi))
+        if rule.get("policy", "flag") == "cap":
+            dtype = df.schema[col].dataType
+            capped = F.when(lo.isNotNull() & (F.col(col) < lo), lo).when(hi.isNotNull() & (F.col(col) > hi), hi).otherwise(F.col(col))
+            df = df.withColumn(col, F.when(ok, capped.cast(dtype)).otherwise(F.col(col)))
+        else:
+            df = add_reason(df, ok & outside, f"outlier_{col}")
+        df = df.drop(*[c for c in ("_lo", "_hi") if c in df.columns])
+    return df
+
+
+def dedupe(df: DataFrame, *, target: str) -> DataFrame:
+    """Among accepted rows, keep the newest version of each key.
+
+    Newest = highest ``version_col`` (customers: ``updated_at``), then the later ingest batch and
+    source file. Exact copies of the kept row get ``duplicate_row``, other versions
+    ``superseded_version``.
+    """
+    spec = TARGETS[target]
+    keys = list(KEYS[target])
+    data_cols = [f.name for f in spec.fields]
+    order = ([F.col(spec.version_col).desc_nulls_last()] if spec.version_col else []) + [
+        F.col("_ingest_batch_id").desc(), F.col("_source_file").desc(), F.xxhash64(*data_cols).desc()
+    ]
+    ok = F.size(F.col(REASONS)) == 0
+    w = Window.partitionBy(*keys, ok).orderBy(*order)
+    ranked = df.withColumn("_rank", F.row_number().over(w)).withColumn("_row_hash", F.xxhash64(*data_cols))
+    kept_hash = F.first(F.when(F.col("_rank") == 1, F.col("_row_hash")), ignorenulls=True).over(
+        Window.partitionBy(*keys, ok)
+    )
+    ranked = ranked.withColumn("_kept_hash", kept_hash)
+    ranked = add_reason(ranked, ok & (F.col("_rank") > 1) & (F.col("_row_hash") == F.col("_kept_hash")), "duplicate_row")
+    ranked = add_reason(ranked, ok & (F.col("_rank") > 1) & (F.col("_row_hash") != F.col("_kept_hash")), "superseded_version")
+    return ranked.drop("_rank", "_row_hash", "_kept_hash")
+
+
+def older_than_silver(df: DataFrame, silver: DataFrame, *, target: str) -> DataFrame:
+    """``superseded_version`` for incoming rows older than the version silver already holds."""
+    spec = TARGETS[target]
+    if spec.version_col is None:
+        return df
+    keys = list(KEYS[target])
+    current = silver.select(*keys, F.col(spec.version_col).alias("_silver_version"))
+    joined = df.join(current, on=keys, how="left")
+    older = F.col("_silver_version").isNotNull() & (F.col(spec.version_col) < F.col("_silver_version"))
+    return add_reason(joined, (F.size(F.col(REASONS)) == 0) & older, "superseded_version").drop("_silver_version")
+
+
+# -- PII ----------------------------------------------------------------------------------
+def hmac_sha256_hex(key: bytes, message: Column) -> Column:
+    """HMAC-SHA256(key, message) as lower-case hex, in native Spark (RFC 2104 over sha2)."""
+    block = 64
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\x00")
+    ipad = bytes(b ^ 0x36 for b in key)
+    opad = bytes(b ^ 0x5C for b in key)
+    inner = F.unhex(F.sha2(F.concat(F.lit(bytearray(ipad)), F.encode(message, "UTF-8")), 256))
+    return F.when(message.isNotNull(), F.sha2(F.concat(F.lit(bytearray(opad)), inner), 256))
+
+
+def normalise_email(c: Column) -> Column:
+    return F.lower(F.trim(c))
+
+
+def normalise_phone(c: Column) -> Column:
+    """Digits only, keeping a leading '+': '+44 (20) 7946-0000' -> '+442079460000'."""
+    t = F.trim(c)
+    digits = F.regexp_replace(t, r"[^0-9]", "")
+    return F.when(F.length(digits) > 0, F.concat(F.when(t.startswith("+"), F.lit("+")).otherwise(F.lit("")), digits))
+
+
+def normalise_name(first: Column, last: Column) -> Column:
+    full = F.concat_ws(" ", F.trim(first), F.trim(last))
+    return F.when(F.length(full) > 0, F.lower(F.regexp_replace(full, r"\s+", " ")))
+
+
+def age_band(age: Column) -> Column:
+    return (
+        F.when(age.isNull(), F.lit("unknown"))
+        .when(age < 25, "18-24").when(age < 35, "25-34").when(age < 45, "35-44")
+        .when(age < 55, "45-54").when(age < 65, "55-64").otherwise("65+")
+    )
+
+
+def mask_contacts(c: Column) -> Column:
+    """Free text with e-mail addresses and phone numbers replaced by [email] / [phone]."""
+    return F.regexp_replace(F.regexp_replace(c, EMAIL_RE, "[email]"), PHONE_RE, "[phone]")
+
+
+def pseudonymise_customers(df: DataFrame, *, key: bytes) -> DataFrame:
+    """Names/email/phone -> HMAC pseudonyms; birth date -> birth year + age band (age at updated_at)."""
+    age = F.floor(F.months_between(F.col("updated_at"), F.col("birth_date")) / 12).cast("int")
+    return (
+        df.withColumn("name_pseudo", hmac_sha256_hex(key, normalise_name(F.col("first_name"), F.col("last_name"))))
+        .withColumn("email_pseudo", hmac_sha256_hex(key, normalise_email(F.col("email"))))
+        .withColumn("phone_pseudo", hmac_sha256_hex(key, normalise_phone(F.col("phone"))))
+        .withColumn("birth_year", F.year("birth_date"))
+        .withColumn("age_band", age_band(F.when(age.between(0, 120), age)))
+        .drop("first_name", "last_name", "email", "phone", "birth_date")
+    )
+
+
+def redact_quarantine(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
+    """Quarantine keeps raw values for repair, but never raw PII: customer PII columns and
+    malformed lines of customers become pseudonyms; free text is masked."""
+    if target == "customers":
+        for col in ("first_name", "last_name", "email", "phone", "birth_date"):
+            df = df.withColumn(col, F.when(F.col(col).isNotNull(), F.concat(F.lit("pseudo:"), hmac_sha256_hex(key, F.col(col).cast("string")))))
+        df = df.withColumn(CORRUPT, F.when(F.col(CORRUPT).isNotNull(), F.concat(F.lit("pseudo:"), hmac_sha256_hex(key, F.col(CORRUPT)))))
+    else:
+        df = df.withColumn(CORRUPT, mask_contacts(F.col(CORRUPT)))
+    if "text" in df.columns:
+        df = df.withColumn("text", mask_contacts(F.col("text")))
+    return df
+
+
+# -- assembling silver rows ---------------------------------------------------------------
+def to_silver(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
+    """Accepted rows in the silver schema of ``target`` (derived columns added)."""
+    if target == "customers":
+        df = pseudonymise_customers(df, key=key)
+    elif target == "orders":
+        df = df.withColumn("order_date", F.to_date("order_ts"))
+    elif target == "order_items":
+        discount = F.coalesce(F.col("discount"), F.lit(0).cast("decimal(5,4)"))
+        df = df.withColumn("discount", discount).withColumn(
+            "line_amount", (F.col("quantity") * F.col("unit_price") * (F.lit(1) - discount)).cast("decimal(14,2)")
+        )
+    elif target == "feedback":
+        df = df.withColumn("text", mask_contacts(F.col("text")))
+    return df.select(*silver_ddl_columns(target))
+
+
+def quarantine_rows(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
+    """Rejected rows as they arrived (strings), with their reasons and lineage; PII redacted."""
+    rejected = df.filter(F.size(F.col(REASONS)) > 0).select(
+        *(F.col(f"{RAW}.{c}").alias(c) for c in raw_columns(target)), CORRUPT, REASONS, *LINEAGE
+    )
+    return redact_quarantine(rejected, target=target, key=key)
+
+
+def accepted_rows(df: DataFrame) -> DataFrame:
+    return df.filter(F.size(F.col(REASONS)) == 0)
+
+
+def reason_counts(df: DataFrame) -> DataFrame:
+    """(reason, rows) over quarantined rows; a row with two reasons counts once per reason."""
+    return df.select(F.explode(REASONS).alias("reason")).groupBy("reason").count()
+
+
+def union_all(frames: Sequence[DataFrame]) -> DataFrame:
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
