@@ -176,6 +176,155 @@ class BasketSettings(_Section):
     top_rules_logged: int = Field(default=25, ge=1, description="rules (by lift) logged to MLflow as an artifact")
 
 
+class RiskBand(_Section):
+    """A churn risk band: customers with ``churn_probability >= min_probability`` (first match wins)."""
+
+    band: str = Field(min_length=1)
+    min_probability: float = Field(ge=0.0, le=1.0)
+
+
+_DEFAULT_RISK_BANDS = (
+    RiskBand(band="high", min_probability=0.7),
+    RiskBand(band="medium", min_probability=0.4),
+    RiskBand(band="low", min_probability=0.0),
+)
+
+
+class ChurnSettings(_Section):
+    """Churn model (stage ``churn``): labels, tuning, challenger, promotion, threshold, risk bands.
+
+    For a scoring date D the model is evaluated at T' = D - ``eval_offset_days`` (labels known up
+    to D) and trained at T = T' - ``train_offset_days``; both offsets default to ``horizon_days``
+    and may not be shorter, so no label window reaches past D and the training labels end by T'.
+    """
+
+    horizon_days: int = Field(default=90, ge=1, description="churned = no completed order in (as_of, as_of + horizon]")
+    eval_offset_days: int | None = Field(default=None, ge=1, description="D - T' (None: horizon_days)")
+    train_offset_days: int | None = Field(default=None, ge=1, description="T' - T (None: horizon_days)")
+    backfill_features: bool = Field(
+        default=True, description="compute missing gold.customer_features partitions (else stop and say which to run)"
+    )
+    label_source: Literal["computed", "column"] = Field(
+        default="computed", description="computed from silver.orders, or the user's silver.churn_labels.churned"
+    )
+    population: Literal["buyers", "all"] = Field(
+        default="buyers", description="buyers: customers with a completed order by the as-of date; all: everyone"
+    )
+    class_weight: Literal["balanced", "none"] = "balanced"
+    tuning: Literal["cv", "tvs"] = Field(default="cv", description="CrossValidator or TrainValidationSplit")
+    folds: int = Field(default=3, ge=2, description="cv folds")
+    train_ratio: float = Field(default=0.75, gt=0.0, lt=1.0, description="tvs share used for fitting")
+    reg_params: tuple[float, ...] = Field(default=(0.0, 0.01, 0.1), min_length=1)
+    elastic_net_params: tuple[float, ...] = Field(default=(0.0, 0.5), min_length=1)
+    max_iter: int = Field(default=100, ge=1, description="LogisticRegression iterations")
+    seed: int = 42
+    challenger: Literal["gbt", "none"] = Field(default="gbt", description="also train a GBTClassifier challenger")
+    gbt_max_iter: int = Field(default=30, ge=1)
+    gbt_max_depth: int = Field(default=4, ge=1)
+    gbt_step_size: float = Field(default=0.1, gt=0.0, le=1.0)
+    promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"] = "roc_auc"
+    promotion_min_delta: float = Field(default=0.0, ge=0.0, description="a challenger must win by more than this")
+    threshold_rule: Literal["max_f1", "target_recall"] = "max_f1"
+    target_recall: float = Field(default=0.8, gt=0.0, le=1.0)
+    threshold_bins: int = Field(default=1000, ge=10, le=100_000, description="probability grid of threshold and curves")
+    risk_bands: tuple[RiskBand, ...] = Field(default=_DEFAULT_RISK_BANDS, min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChurnSettings:
+        for name in ("eval_offset_days", "train_offset_days"):
+            value = getattr(self, name)
+            if value is not None and value < self.horizon_days:
+                raise ValueError(f"{name} ({value}) may not be shorter than horizon_days ({self.horizon_days})")
+        if any(not 0.0 <= v <= 1.0 for v in self.elastic_net_params):
+            raise ValueError(f"elastic_net_params {list(self.elastic_net_params)} must lie in [0, 1]")
+        if any(v < 0.0 for v in self.reg_params):
+            raise ValueError(f"reg_params {list(self.reg_params)} must be >= 0")
+        cuts = [b.min_probability for b in self.risk_bands]
+        if cuts != sorted(cuts, reverse=True) or len(set(cuts)) != len(cuts) or cuts[-1] != 0.0:
+            raise ValueError(f"risk_bands min_probability {cuts} must strictly decrease and end at 0.0")
+        if len({b.band for b in self.risk_bands}) != len(self.risk_bands):
+            raise ValueError("risk_bands names must be distinct")
+        return self
+
+    @property
+    def eval_offset(self) -> int:
+        return self.eval_offset_days or self.horizon_days
+
+    @property
+    def train_offset(self) -> int:
+        return self.train_offset_days or self.horizon_days
+
+
+class SegmentNamingSettings(_Section):
+    """Thresholds of the segment naming rules (see :func:`crm_spark.ml.segment.name_segments`).
+
+    Each is a ratio of a cluster's mean to the mean of all clustered customers (1.0 = average).
+    """
+
+    new_max_tenure_ratio: float = Field(default=0.5, gt=0, description="New: mean tenure at most this ratio")
+    lapsed_min_recency_ratio: float = Field(
+        default=1.5, gt=0, description="At-risk / Dormant: days since the last order at least this ratio"
+    )
+    dormant_max_monetary_ratio: float = Field(
+        default=0.25, ge=0, description="a lapsed cluster spending at most this ratio is Dormant, else At-risk"
+    )
+    high_value_min_monetary_ratio: float = Field(default=2.0, gt=0, description="High-value loyal: spend ratio")
+    loyal_min_frequency_ratio: float = Field(default=1.5, gt=0, description="High-value loyal: order count ratio")
+    bargain_min_frequency_ratio: float = Field(default=1.0, gt=0, description="Bargain hunters: order count ratio")
+    bargain_max_aov_ratio: float = Field(
+        default=0.75, gt=0, description="Bargain hunters: average order value at most this ratio"
+    )
+    regular_min_frequency_ratio: float = Field(default=1.0, gt=0, description="Regulars: order count ratio")
+
+
+_SEGMENT_FEATURES = ("recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "days_since_last_visit")
+
+
+class SegmentSettings(_Section):
+    """Customer segmentation (stage ``segment``): model, k range, features, naming thresholds."""
+
+    algorithm: Literal["kmeans", "bisecting", "gmm"] = Field(
+        default="kmeans", description="MLlib KMeans, BisectingKMeans or GaussianMixture"
+    )
+    k_min: int = Field(default=4, ge=2, description="smallest number of clusters tried")
+    k_max: int = Field(default=8, ge=2, description="largest number of clusters tried")
+    features: tuple[str, ...] = Field(
+        default=_SEGMENT_FEATURES, min_length=2, description="numeric columns of gold.customer_features clustered on"
+    )
+    log_features: tuple[str, ...] = Field(
+        default=_SEGMENT_FEATURES, description="features replaced by log(1 + max(x, 0)) before scaling (heavy tails)"
+    )
+    buyers_only: bool = Field(
+        default=True, description="cluster customers with a completed order; the others get prospect_segment"
+    )
+    prospect_segment: str = Field(default="Prospects", min_length=1)
+    seed: int = 42
+    max_iter: int = Field(default=50, ge=1)
+    restarts: int = Field(
+        default=3, ge=1, description="fits per k (seeds seed, seed+1, ...); the lowest-cost fit is kept"
+    )
+    silhouette_tolerance: float = Field(
+        default=0.01, ge=0.0, lt=1.0, description="silhouettes this close to the best tie; the lowest cost wins"
+    )
+    min_cluster_share: float = Field(
+        default=0.01, ge=0.0, lt=0.5, description="a k leaving a cluster smaller than this share is not chosen"
+    )
+    projection_points: int = Field(default=5000, ge=100, description="points drawn in the 2-D PCA figure")
+    naming: SegmentNamingSettings = Field(default_factory=SegmentNamingSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SegmentSettings:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        repeated = sorted({f for f in self.features if self.features.count(f) > 1})
+        if repeated:
+            raise ValueError(f"features lists {repeated} more than once")
+        stray = [f for f in self.log_features if f not in self.features]
+        if stray:
+            raise ValueError(f"log_features {stray} are not in features")
+        return self
+
+
 class TrackingSettings(_Section):
     """MLflow. Unset uri: a SQLite database under <lake>/_mlflow (MLFLOW_TRACKING_URI overrides both)."""
 
@@ -277,6 +426,8 @@ class Settings(_Section):
     )
     basket: BasketSettings = Field(default_factory=BasketSettings)
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
+    segment: SegmentSettings = Field(default_factory=SegmentSettings)
+    churn: ChurnSettings = Field(default_factory=ChurnSettings)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked (for logs and MLflow)."""

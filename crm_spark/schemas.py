@@ -102,6 +102,46 @@ CROSS_SELL_DDL = (
 )
 
 
+# Churn tables (stage churn). gold.churn_training: the exact rows a churn run trained (split
+# "train", features at T) and evaluated on (split "eval", features at T'), with their label:
+# churned = 1 when the customer placed no completed order in (as_of_date, label_end_date]
+# (label_source "computed") or as the user's silver.churn_labels says (label_source "column").
+# Partitioned by run_as_of_date, the run's scoring date D; a re-run of D replaces its partition.
+CHURN_TRAINING_DDL = (
+    "run_as_of_date date, split string, churned int, label_end_date date, label_source string, "
+    + CUSTOMER_FEATURES_DDL
+)
+# gold.churn_scores: one row per customer per as_of_date (partition), scored by the registered
+# champion; top_feature_1..3 are the features pushing this customer's churn risk up the most
+# (coefficient x standardised value for a logistic regression; importance x |standardised value|
+# for trees), null when fewer features push it up.
+CHURN_SCORES_DDL = (
+    "customer_id string, as_of_date date, churn_probability double, risk_band string, "
+    "model_version int, model_kind string, top_feature_1 string, top_feature_2 string, top_feature_3 string"
+)
+# Segment tables (stage segment), each partitioned by as_of_date and rewritten per date.
+# gold.customer_segments: one row per customer of gold.customer_features at that date.
+# distance_to_centroid is Euclidean, in the model's scaled feature space (units of standard
+# deviations). Customers not clustered (segment.buyers_only: no completed order yet) carry the
+# prospect segment with null cluster_id and distance.
+CUSTOMER_SEGMENTS_DDL = (
+    "customer_id string, as_of_date date, cluster_id int, segment_name string, distance_to_centroid double"
+)
+# gold.segment_profiles: one row per segment per as_of_date; customer_share and revenue_share are
+# shares of all customers / of all monetary at the date; every feature column holds the segment's
+# mean of that gold.customer_features column (has_orders as the share with a completed order).
+SEGMENT_PROFILE_FEATURES = (
+    "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score", "tenure_days", "avg_order_value",
+    "spend_30d", "spend_90d", "spend_365d", "orders_30d", "orders_90d", "orders_365d", "distinct_categories",
+    "return_rate", "sessions_30d", "browse_minutes_30d", "cart_abandonment_rate", "social_interactions_90d",
+    "mean_sentiment", "mean_rating", "nps", "complaints_90d", "days_since_last_visit", "has_orders",
+)
+SEGMENT_PROFILES_DDL = (
+    "as_of_date date, cluster_id int, segment_name string, customers bigint, customer_share double, "
+    "revenue_share double, " + ", ".join(f"{c} double" for c in SEGMENT_PROFILE_FEATURES)
+)
+
+
 def silver_schema(source: str) -> StructType:
     return StructType.fromDDL(SILVER_DDL[source])
 

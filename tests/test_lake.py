@@ -1,0 +1,273 @@
+"""The embedded engine (Spark writes Parquet, delta-rs commits the log): the lake contract plus
+what only this engine can be asked: crash safety around its commit step, interop with plain
+delta-rs tables, and that writes count rows from file metadata instead of collecting data."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
+from pydantic import SecretStr
+from pyspark.sql import SparkSession
+from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
+
+from crm_spark.config import Settings
+from crm_spark.errors import LakeError
+from crm_spark.lake import Txn, open_lake
+from crm_spark.lake.embedded import EmbeddedLake
+from crm_spark.session import delta_spark_available
+from lake_contract import D1, D2, D3, ORDERS, LakeContract, assert_rows, data_files, orders, referenced_files
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def lake(spark: SparkSession, tmp_path: Path) -> EmbeddedLake:
+    return EmbeddedLake(spark, str(tmp_path / "lake"))
+
+
+class TestEmbeddedLake(LakeContract):
+    """Every behaviour of tests/lake_contract.py, on the embedded engine."""
+
+
+# -- crash safety -------------------------------------------------------------------------
+def test_a_writer_killed_before_its_commit_leaves_the_table_as_it_was(
+    lake: EmbeddedLake, spark: SparkSession, tmp_path: Path
+) -> None:
+    lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1), (2, "c2", 20.0, D2)]))
+    files_before = data_files(lake, ORDERS)
+    log = tmp_path / "killed_writer.log"
+
+    with log.open("w") as out:
+        # Its own process group, so the orphaned JVM of the killed driver is reaped right after.
+        proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "killed_writer.py"), lake.root, ORDERS],
+            stdout=out, stderr=subprocess.STDOUT, cwd=TESTS.parent, start_new_session=True,
+        )
+        try:
+            returncode = proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    assert returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    assert data_files(lake, ORDERS) > files_before  # Spark had written the new Parquet files ...
+    assert lake.version(ORDERS) == 0  # ... but no commit references them
+    assert_rows(lake.read(ORDERS), orders(spark, [(1, "c1", 10.0, D1), (2, "c2", 20.0, D2)]))
+
+
+def test_a_failed_commit_is_a_lake_error_and_changes_nothing(
+    lake: EmbeddedLake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
+
+    def conflict(*_args: object, **_kwargs: object) -> None:
+        raise CommitFailedError("Transaction failed: version already exists")
+
+    with monkeypatch.context() as m, pytest.raises(LakeError, match="nothing was changed"):
+        m.setattr(DeltaTable, "create_write_transaction", conflict)
+        lake.append(ORDERS, orders(spark, [(2, "c2", 20.0, D1)]))
+
+    assert lake.version(ORDERS) == 0
+    assert_rows(lake.read(ORDERS), orders(spark, [(1, "c1", 10.0, D1)]))
+
+
+# -- merge rewrites only what it must -----------------------------------------------------
+def test_merge_rewrites_only_the_files_holding_matched_keys(lake: EmbeddedLake, spark: SparkSession) -> None:
+    lake.append(
+        ORDERS, orders(spark, [(1, "c1", 10.0, D1), (2, "c2", 20.0, D2)]), partition_by=["order_date"]
+    )
+    d2_files = {f for f in referenced_files(lake, ORDERS) if "/order_date=2024-03-02/" in f}
+
+    result = lake.merge(ORDERS, orders(spark, [(1, "c1", 11.0, D1)]), keys=["order_id"])
+
+    assert result.files_removed == 1
+    assert d2_files and d2_files <= referenced_files(lake, ORDERS)
+
+
+# -- no data through the driver -----------------------------------------------------------
+def test_written_row_counts_come_from_the_parquet_footers(lake: EmbeddedLake, spark: SparkSession) -> None:
+    one_task = orders(spark, [(1, "c1", 10.0, D1), (2, "c2", 20.0, D2), (3, "c3", 30.0, D2)]).coalesce(1)
+
+    result = lake.append(ORDERS, one_task, partition_by=["order_date"])  # one file per date: 1 row, 2 rows
+
+    root = Path(lake.uri(ORDERS))
+    footer_rows = {f: pq.ParquetFile(root / f).metadata.num_rows for f in referenced_files(lake, ORDERS)}
+    log_rows = {
+        a["path"]: json.loads(a["stats"])["numRecords"]
+        for line in (root / "_delta_log" / "00000000000000000000.json").read_text().splitlines()
+        if (a := json.loads(line).get("add"))
+    }
+    assert result.rows == 3 == sum(footer_rows.values())
+    assert sorted(log_rows.values()) == sorted(footer_rows.values()) == [1, 2]
+    assert result.files_added == 2
+
+
+def test_append_and_overwrite_never_collect_rows_to_the_driver(
+    lake: EmbeddedLake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = orders(spark, [(1, "c1", 10.0, D1), (2, "c2", 20.0, D2)])
+
+    def forbidden(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a lake write pulled rows to the driver")
+
+    with monkeypatch.context() as m:
+        for action in ("collect", "toPandas", "toLocalIterator", "take", "head", "first", "tail", "toArrow"):
+            m.setattr(ClassicDataFrame, action, forbidden)
+        lake.append(ORDERS, batch, partition_by=["order_date"])
+        lake.append(ORDERS, batch)
+        lake.overwrite(ORDERS, batch)
+        lake.overwrite(ORDERS, orders(spark, [(3, "c3", 30.0, D1)]), partition={"order_date": D1})
+
+    assert_rows(lake.read(ORDERS), orders(spark, [(3, "c3", 30.0, D1), (2, "c2", 20.0, D2)]))
+
+
+# -- interop with delta-rs ----------------------------------------------------------------
+CUSTOMERS_DDL = "customer_id BIGINT, city STRING, spend_eur DOUBLE, signup_ts TIMESTAMP"
+CUSTOMERS = pa.table(
+    {
+        "customer_id": pa.array([1, 2, 3, 4], pa.int64()),
+        "city": ["Paris", "New York", "Paris", "São Paulo"],
+        "spend_eur": [10.5, 20.0, None, 7.25],
+        "signup_ts": pa.array(
+            [datetime(2024, 1, 1, 9, 30, tzinfo=timezone.utc), datetime(2024, 2, 1, tzinfo=timezone.utc), None,
+             datetime(2024, 3, 1, 23, 59, 59, tzinfo=timezone.utc)],
+            pa.timestamp("us", tz="UTC"),
+        ),
+    }
+)
+CUSTOMERS_ROWS = [
+    (1, "Paris", 10.5, datetime(2024, 1, 1, 9, 30, tzinfo=timezone.utc)),
+    (2, "New York", 20.0, datetime(2024, 2, 1, tzinfo=timezone.utc)),
+    (3, "Paris", None, None),
+    (4, "São Paulo", 7.25, datetime(2024, 3, 1, 23, 59, 59, tzinfo=timezone.utc)),
+]
+
+
+def test_reads_an_unpartitioned_table_written_by_deltalake(lake: EmbeddedLake, spark: SparkSession) -> None:
+    write_deltalake(lake.uri("bronze.customers"), CUSTOMERS)
+
+    assert_rows(lake.read("bronze.customers"), spark.createDataFrame(CUSTOMERS_ROWS, CUSTOMERS_DDL))
+
+
+def test_reads_a_partitioned_table_written_by_deltalake(lake: EmbeddedLake, spark: SparkSession) -> None:
+    # Partition folders such as city=New%20York must still match their log entries.
+    write_deltalake(lake.uri("bronze.customers"), CUSTOMERS, partition_by=["city"])
+
+    assert_rows(lake.read("bronze.customers"), spark.createDataFrame(CUSTOMERS_ROWS, CUSTOMERS_DDL))
+    assert_rows(
+        lake.read("bronze.customers", partition={"city": "New York"}),
+        spark.createDataFrame([CUSTOMERS_ROWS[1]], CUSTOMERS_DDL),
+    )
+
+
+def test_merges_into_a_partitioned_table_written_by_deltalake(lake: EmbeddedLake, spark: SparkSession) -> None:
+    write_deltalake(lake.uri("bronze.customers"), CUSTOMERS, partition_by=["city"])
+
+    lake.merge(
+        "bronze.customers",
+        spark.createDataFrame([(1, "Paris", 11.0, None)], CUSTOMERS_DDL),
+        keys=["customer_id"],
+    )
+
+    expected = [(1, "Paris", 11.0, None), *CUSTOMERS_ROWS[1:]]
+    assert_rows(lake.read("bronze.customers"), spark.createDataFrame(expected, CUSTOMERS_DDL))
+
+
+def test_a_table_written_by_the_lake_reads_in_deltalake(lake: EmbeddedLake, spark: SparkSession) -> None:
+    lake.append(
+        ORDERS,
+        orders(spark, [(1, "c1", 10.0, D1), (2, None, 20.0, D2), (3, "c3", None, D2)]),
+        partition_by=["order_date"],
+    )
+    lake.merge(ORDERS, orders(spark, [(3, "c3", 30.0, D2), (4, "c4", 40.0, D3)]), keys=["order_id"])
+
+    table = DeltaTable(lake.uri(ORDERS)).to_pyarrow_table()
+
+    assert sorted(table.to_pylist(), key=lambda r: r["order_id"]) == [
+        {"order_id": 1, "customer_id": "c1", "amount_eur": 10.0, "order_date": D1},
+        {"order_id": 2, "customer_id": None, "amount_eur": 20.0, "order_date": D2},
+        {"order_id": 3, "customer_id": "c3", "amount_eur": 30.0, "order_date": D2},
+        {"order_id": 4, "customer_id": "c4", "amount_eur": 40.0, "order_date": D3},
+    ]
+
+
+def test_timestamps_are_stored_as_utc_microseconds(lake: EmbeddedLake, spark: SparkSession) -> None:
+    events = spark.createDataFrame(
+        [(1, datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=timezone.utc))], "event_id BIGINT, event_ts TIMESTAMP"
+    )
+    lake.append("bronze.events", events)
+
+    table = DeltaTable(lake.uri("bronze.events")).to_pyarrow_table()
+
+    assert table.schema.field("event_ts").type == pa.timestamp("us", tz="UTC")
+    assert table.column("event_ts").to_pylist() == [datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=timezone.utc)]
+
+
+# -- naming and engine choice -------------------------------------------------------------
+@pytest.mark.parametrize("table", ["orders", "platinum.orders", "silver.Orders", "silver.", "silver.my-orders"])
+def test_a_bad_table_name_is_a_lake_error(lake: EmbeddedLake, table: str) -> None:
+    with pytest.raises(LakeError, match="layer.name"):
+        lake.uri(table)
+
+
+@pytest.mark.parametrize(("app_id", "version"), [("", 1), ("ingest-orders", -1)])
+def test_an_invalid_idempotency_token_is_a_lake_error(app_id: str, version: int) -> None:
+    with pytest.raises(LakeError, match="invalid idempotency token"):
+        Txn(app_id, version)
+
+
+def test_tables_live_under_layer_folders(lake: EmbeddedLake, tmp_path: Path) -> None:
+    assert lake.uri("gold.customer_features") == f"{tmp_path}/lake/gold/customer_features"
+
+
+def test_a_partition_overwrite_of_an_unpartitioned_table_is_a_lake_error(
+    lake: EmbeddedLake, spark: SparkSession
+) -> None:
+    lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
+
+    with pytest.raises(LakeError, match="not partitioned"):
+        lake.overwrite(ORDERS, orders(spark, [(2, "c2", 20.0, D1)]), partition={"order_date": D1})
+
+
+def test_open_lake_picks_the_engine_the_classpath_allows(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    lake = open_lake(spark, settings, root=str(tmp_path / "lake"))
+
+    assert lake.engine == ("delta-spark" if delta_spark_available(spark) else "embedded")
+    assert lake.root == str(tmp_path / "lake")
+
+
+def test_open_lake_refuses_delta_spark_without_its_jars(spark: SparkSession, settings: Settings) -> None:
+    if delta_spark_available(spark):
+        pytest.skip("delta-spark jars are on the classpath here")
+    wants_delta = settings.model_copy(update={"lake": settings.lake.model_copy(update={"engine": "delta-spark"})})
+
+    with pytest.raises(LakeError, match="lake.engine: embedded"):
+        open_lake(spark, wants_delta)
+
+
+def test_open_lake_passes_storage_options_to_the_embedded_engine(spark: SparkSession, settings: Settings) -> None:
+    if delta_spark_available(spark):
+        pytest.skip("auto picks delta-spark here")
+    # model_copy skips validation: give the field the SecretStr it holds after loading.
+    with_secret = settings.model_copy(
+        update={"lake": settings.lake.model_copy(update={"storage_options": {"AWS_REGION": SecretStr("eu-west-1")}})}
+    )
+
+    lake = open_lake(spark, with_secret)
+
+    assert isinstance(lake, EmbeddedLake)
+    assert lake._storage_options == {"AWS_REGION": "eu-west-1"}  # noqa: SLF001
