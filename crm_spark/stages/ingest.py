@@ -92,6 +92,12 @@ def ingest_source(ctx: StageContext, name: str, source: SourceSettings) -> _Outc
                     "_ingested_at": F.lit(datetime.now(timezone.utc)).cast("timestamp"),
                 }
             )
+            if lake.exists(table):
+                # A later file may lack a column bronze already has (JSON writers omit null keys,
+                # an export drops a column): it is null in these rows, not a schema error.
+                have = set(rows.columns)
+                absent = [f for f in lake.schema(table).fields if f.name not in have]
+                rows = rows.withColumns({f.name: F.lit(None).cast(f.dataType) for f in absent})
             rows = rows.persist()
             try:
                 result = lake.append(table, rows, txn=Txn(f"ingest:{name}", batch_id), evolve=True)

@@ -14,10 +14,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import functions as F
 
 from crm_spark.config import Settings, SourceSettings, TargetMapping
-from crm_spark.errors import EnvironmentSetupError
+from crm_spark.errors import EnvironmentSetupError, SourceError
 from crm_spark.lake import Txn, WriteResult
 from crm_spark.schemas import KEYS
 from crm_spark.stages import StageContext, StageResult
@@ -99,10 +100,17 @@ def refine_pair(
         return None
     token = Txn(app, int(last))
 
-    conformed = R.conform(
-        bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
-        collapse=mapping.collapse,
-    )
+    try:
+        conformed = R.conform(
+            bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
+            collapse=mapping.collapse,
+        )
+    except AnalysisException as exc:  # a mapping naming a column the files lack, or bad SQL
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise SourceError(
+            f"sources.{name}.targets.{target}: the mapping does not fit bronze.{name} "
+            f"(columns: {', '.join(c for c in bronze.columns if not c.startswith('_'))}): {first}"
+        ) from None
     checked = R.validate(
         conformed,
         target=target,
@@ -121,14 +129,17 @@ def refine_pair(
     try:
         per_batch = {
             int(r["_ingest_batch_id"]): {"mapped": int(r["mapped"]), "accepted": int(r["accepted"]),
-                                         "quarantined": int(r["quarantined"])}
+                                         "quarantined": int(r["quarantined"]), "deduplicated": int(r["deduplicated"])}
             for r in checked.groupBy("_ingest_batch_id").agg(
                 F.count(F.lit(1)).alias("mapped"),
                 F.sum(F.when(F.size(R.REASONS) == 0, 1).otherwise(0)).alias("accepted"),
                 F.sum(F.when(F.size(R.REASONS) > 0, 1).otherwise(0)).alias("quarantined"),
+                F.sum(F.when(R.only_dedupe_reasons(), 1).otherwise(0)).alias("deduplicated"),
             ).collect()
         }
-        mapped = sum(b["mapped"] for b in per_batch.values())
+        # Copies and older versions of a key are expected (snapshots, re-deliveries), not dirt:
+        # the reject-share gate counts them neither as mapped nor as rejected.
+        mapped = sum(b["mapped"] - b["deduplicated"] for b in per_batch.values())
         accepted = R.to_silver(R.accepted_rows(checked), target=target, key=key)
         rejected = R.quarantine_rows(checked, target=target, key=key)
         report = ctx.gate.check(silver, accepted, previous_rows=None, as_of=None, batch_rows=mapped)

@@ -28,7 +28,7 @@ from crm_spark.schemas import (
     ORDER_STATUSES,
     RAW_COLUMNS,
     WEB_EVENT_TYPES,
-    silver_ddl_columns,
+    silver_schema,
 )
 
 REASONS = "_dq_reasons"
@@ -449,7 +449,8 @@ def to_silver(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
         )
     elif target == "feedback":
         df = df.withColumn("text", mask_contacts(F.col("text")))
-    return df.select(*silver_ddl_columns(target))
+    # exactly the contract of crm_spark.schemas (e.g. the bronze batch id is a long, silver's a string)
+    return df.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in silver_schema(target).fields))
 
 
 def quarantine_rows(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
@@ -458,6 +459,14 @@ def quarantine_rows(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
         *(F.col(f"{RAW}.{c}").alias(c) for c in raw_columns(target)), CORRUPT, REASONS, *LINEAGE
     )
     return redact_quarantine(rejected, target=target, key=key)
+
+
+DEDUPE_REASONS = ("duplicate_row", "superseded_version")
+
+
+def only_dedupe_reasons() -> Column:
+    """True for a row rejected only as a copy or an older version of a key (not as dirt)."""
+    return (F.size(F.col(REASONS)) > 0) & F.forall(F.col(REASONS), lambda r: r.isin(*DEDUPE_REASONS))
 
 
 def accepted_rows(df: DataFrame) -> DataFrame:
