@@ -67,11 +67,26 @@ class Tracker:
 
         self.settings = settings
         self.uri = tracking_uri(settings)
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
         self._mlflow = mlflow
         self._stage: str | None = None
         self._as_of: date | None = None
+        self._activate()
+
+    def _activate(self) -> None:
+        """Point MLflow's fluent API (start_run, log_*, registry) at this tracker's store.
+
+        ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` (and the registry
+        variable); that export is undone, or it would pass for the user's override when a later
+        Tracker of another lake (tests, notebooks) resolves its URI, and log to this store.
+        """
+        saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        self._mlflow.set_tracking_uri(self.uri)
+        self._mlflow.set_registry_uri(self.uri)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
     @property
     def client(self) -> Any:
@@ -80,6 +95,7 @@ class Tracker:
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def experiment_id(self, stage: str) -> str:
+        self._activate()
         name = f"{self.settings.tracking.experiment_prefix}/{stage}"
         found = self._mlflow.get_experiment_by_name(name)
         if found is not None:
@@ -143,10 +159,22 @@ class Tracker:
         self._mlflow.log_text(json.dumps(data, indent=2, default=str), filename)
 
     def log_spark_model(self, model: Any, *, artifact_path: str, registered_model: str) -> int:
-        """Log a fitted Spark ML model and register it; returns the registered version number."""
-        import mlflow.spark
+        """Log a fitted Spark ML model and register it; returns the registered version number.
 
-        info = mlflow.spark.log_model(model, artifact_path=artifact_path, registered_model_name=registered_model)
+        The requirements are given (pyspark at this version) rather than inferred: MLflow infers
+        them by loading the model again in a subprocess with a Spark JVM of its own, which costs
+        more than the rest of a small stage.
+        """
+        import mlflow.spark
+        import pyspark
+
+        self._activate()
+        info = mlflow.spark.log_model(
+            model,
+            artifact_path=artifact_path,
+            registered_model_name=registered_model,
+            pip_requirements=[f"pyspark=={pyspark.__version__}"],
+        )
         version = getattr(info, "registered_model_version", None)
         if version is None:
             latest = self.client.search_model_versions(f"name='{registered_model}'", order_by=["version_number DESC"], max_results=1)
