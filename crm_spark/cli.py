@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         label = spec.summary if spec.built else f"{spec.summary} (not built yet)"
         p = sub.add_parser(spec.name, parents=[common], help=label, description=label)
         p.set_defaults(handler=_cmd_stage, stage=spec.name)
+        if spec.name == "churn":
+            p.add_argument("--score", action="store_true",
+                           help="only score --as-of with the registered champion model (no training)")
 
     run = sub.add_parser("run", parents=[common], help="run every built stage in order in one Spark application")
     run.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
@@ -132,6 +135,8 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_stage(args: argparse.Namespace, settings: Settings) -> int:
     stage(args.stage).load()  # a not-built stage fails before Spark starts
+    if getattr(args, "score", False):
+        return _run(args, settings, ["churn"], entry="score")
     return _run(args, settings, [args.stage])
 
 
@@ -143,7 +148,9 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return _run(args, settings, [s.name for s in specs], pending=[s.name for s in STAGES if not s.built])
 
 
-def _run(args: argparse.Namespace, settings: Settings, names: list[str], pending: Sequence[str] = ()) -> int:
+def _run(
+    args: argparse.Namespace, settings: Settings, names: list[str], pending: Sequence[str] = (), entry: str = "run"
+) -> int:
     from crm_spark.lake import open_lake
     from crm_spark.session import build_session
 
@@ -155,7 +162,7 @@ def _run(args: argparse.Namespace, settings: Settings, names: list[str], pending
     results: list[StageResult] = []
     try:
         for name in names:
-            results.append(run_stage(ctx, name))
+            results.append(run_stage(ctx, name, entry=entry))
     finally:
         _summary(sys.stdout, results, time.perf_counter() - started, pending=pending)
     return 0

@@ -341,7 +341,7 @@ class TargetMapping(_Section):
     """How one raw source feeds one silver table.
 
     ``columns`` maps our column -> a Spark SQL expression over the source's columns (a column
-    name, ``to_timestamp(InvoiceDate, 'M/d/yyyy H:mm')``, ``'online'``, ``concat(a, '-', b)``);
+    name, ``try_to_timestamp(InvoiceDate, 'M/d/yyyy H:mm')``, ``'online'``, ``concat(a, '-', b)``);
     a column not listed is taken from the same-named source column. ``explode`` turns an array
     expression into one row per element, available to ``columns`` as ``_item`` (and ``_pos``).
     """
@@ -372,13 +372,22 @@ class SourceSettings(_Section):
         return self
 
 
-_CSV = {"header": True, "multiLine": True, "escape": '"'}
+# multiLine only where a field legitimately spans lines (feedback text): with it, one unclosed
+# quote would swallow the rest of its file into a single malformed record.
+_CSV = {"header": True, "escape": '"'}
+_CSV_MULTILINE = {**_CSV, "multiLine": True}
 
 
 def builtin_sources() -> dict[str, SourceSettings]:
     """The seven sources of SPEC section 3, as ``crm-spark generate`` writes them."""
     csv = ("customers", "products", "orders", "order_items", "feedback")
-    out = {name: SourceSettings(path=name, format="csv", options=_CSV, targets={name: TargetMapping()}) for name in csv}
+    out = {
+        name: SourceSettings(
+            path=name, format="csv", options=_CSV_MULTILINE if name == "feedback" else _CSV,
+            targets={name: TargetMapping()},
+        )
+        for name in csv
+    }
     for name in ("web_events", "social_interactions"):
         out[name] = SourceSettings(path=name, format="json", targets={name: TargetMapping()})
     return out

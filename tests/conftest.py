@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from crm_spark.config import Settings, load_settings
+from crm_spark.config import ChurnSettings, PathsSettings, Settings, load_settings
+from crm_spark.lake import Lake, open_lake
 from crm_spark.session import build_session
+from crm_spark.stages import StageContext, StageResult, run_stage
 
 TEST_CONF = Path(__file__).parent / "conf" / "test.yaml"
 
@@ -25,3 +29,58 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def spark(settings: Settings):
     """local[2], 2 shuffle partitions, UI off, UTC. Tests never stop it."""
     return build_session(settings)
+
+
+# -- the one end-to-end run shared by the end-to-end tests ----------------------------------------
+E2E_START, E2E_END = date(2024, 1, 1), date(2025, 6, 30)
+E2E_CUSTOMERS, E2E_SEED, E2E_DIRTY_RATE = 2000, 7, 0.01
+E2E_STAGES = ("ingest", "refine", "features", "segment", "basket", "churn")
+# Churn as the planted-signal test measured it: a quick train/validation split and the GBT challenger.
+E2E_CHURN = ChurnSettings(
+    horizon_days=90, tuning="tvs", reg_params=(0.0, 0.01), elastic_net_params=(0.0,), challenger="gbt",
+    gbt_max_iter=20, gbt_max_depth=4, threshold_bins=200,
+)
+
+
+@dataclass
+class EndToEnd:
+    """Generated data (with its ``_truth/``), the lake the pipeline wrote, and what each stage returned."""
+
+    raw: Path
+    settings: Settings
+    lake: Lake
+    results: dict[str, StageResult]
+    versions_after_first_run: dict[str, int]
+    rerun: dict[str, StageResult] = field(default_factory=dict)
+
+    @property
+    def truth(self) -> Path:
+        return self.raw / "_truth"
+
+
+@pytest.fixture(scope="session")
+def e2e(spark, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> EndToEnd:
+    """Generate 2,000 customers (seed 7, 2024-01-01..2025-06-30, 1 % dirt), run every built stage
+    once as of the end date, then run ingest and refine again (nothing new: a no-op)."""
+    from crm_spark.generate import generate_dataset
+
+    root = tmp_path_factory.mktemp("e2e")
+    raw = root / "raw"
+    generate_dataset(spark, out=str(raw), customers=E2E_CUSTOMERS, seed=E2E_SEED, start=E2E_START, end=E2E_END,
+                     dirty_rate=E2E_DIRTY_RATE)
+    own = settings.model_copy(
+        update={"paths": PathsSettings(raw=str(raw), lake=str(root / "lake")), "churn": E2E_CHURN}
+    )
+    lake = open_lake(spark, own)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CRM_SPARK_PII_KEY", "end-to-end-test-key")
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        ctx = StageContext(settings=own, spark=spark, lake=lake, as_of=E2E_END)
+        results = {name: run_stage(ctx, name) for name in E2E_STAGES}
+        versions = {w.table: lake.version(w.table) for r in results.values() for w in r.writes}
+        run = EndToEnd(raw, own, lake, results, versions)
+        run.rerun = {name: run_stage(ctx, name) for name in ("ingest", "refine")}
+    finally:
+        mp.undo()
+    return run

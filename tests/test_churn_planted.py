@@ -14,46 +14,24 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from crm_spark.config import ChurnSettings, PathsSettings, Settings
-from crm_spark.generate import generate_dataset
-from crm_spark.lake import open_lake
+from conftest import EndToEnd
 from crm_spark.ml import churn as ml
-from crm_spark.stages import StageContext, StageResult, run_stage
 from crm_spark.stages.churn import CHAMPION, MODEL_NAME, SCORES, TRAINING
 
 pytestmark = pytest.mark.slow
 
-START, END = date(2024, 1, 1), date(2025, 6, 30)
-CUSTOMERS, SEED = 2000, 7
 # ROC-AUC on the evaluation date, for this seed and range (numbers in the test's docstring).
 BAYES_CEILING = 0.876
 AUC_FLOOR = 0.76
 BASELINE_MARGIN = 0.03
 RECENT_CHURNER_AUC = 0.83
-CHURN = ChurnSettings(
-    horizon_days=90, tuning="tvs", reg_params=(0.0, 0.01), elastic_net_params=(0.0,), challenger="gbt",
-    gbt_max_iter=20, gbt_max_depth=4, threshold_bins=200,
-)
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("churn_planted")
-    raw = root / "raw"
-    generate_dataset(spark, out=str(raw), customers=CUSTOMERS, seed=SEED, start=START, end=END, dirty_rate=0.0)
-    run_settings = settings.model_copy(
-        update={"paths": PathsSettings(raw=str(raw), lake=str(root / "lake")), "churn": CHURN}
-    )
-    lake = open_lake(spark, run_settings)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CRM_SPARK_PII_KEY", "churn-planted-test-key")
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    try:
-        ctx = StageContext(settings=run_settings, spark=spark, lake=lake)
-        results: dict[str, StageResult] = {name: run_stage(ctx, name) for name in ("ingest", "refine", "features", "churn")}
-    finally:
-        mp.undo()
-    return results, lake, raw, run_settings
+def pipeline(e2e: EndToEnd):
+    """The shared end-to-end run (tests/conftest.py): 2,000 customers, seed 7, scored as of
+    2025-06-30, churn settings E2E_CHURN (train/validation split, GBT challenger)."""
+    return e2e.results, e2e.lake, e2e.raw, e2e.settings
 
 
 def _churn_dates(raw: Path) -> dict[str, date]:

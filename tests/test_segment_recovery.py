@@ -42,50 +42,29 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from datetime import date
 from typing import Any
 
 import pytest
-from pyspark.sql import SparkSession
 from sklearn.metrics import adjusted_rand_score
 
-from crm_spark.config import PathsSettings, Settings
-from crm_spark.generate import generate_dataset
-from crm_spark.lake import open_lake
-from crm_spark.stages import StageContext, StageResult, run_stage
+from conftest import EndToEnd
 
 pytestmark = pytest.mark.slow
 
-START, END = date(2024, 1, 1), date(2025, 6, 30)
-CUSTOMERS, SEED = 2000, 7
 ARI_FLOOR = 0.15
 PURITY_MARGIN = 0.10
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("segment_recovery")
-    raw = root / "raw"
-    generate_dataset(spark, out=str(raw), customers=CUSTOMERS, seed=SEED, start=START, end=END, dirty_rate=0.0)
-    own = settings.model_copy(update={"paths": PathsSettings(raw=str(raw), lake=str(root / "lake"))})
-    lake = open_lake(spark, own)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CRM_SPARK_PII_KEY", "segment-recovery-test-key")
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    try:
-        ctx = StageContext(settings=own, spark=spark, lake=lake, as_of=END)
-        results: dict[str, StageResult] = {
-            name: run_stage(ctx, name) for name in ("ingest", "refine", "features", "segment")
-        }
-    finally:
-        mp.undo()
+def pipeline(e2e: EndToEnd) -> dict[str, Any]:
+    """The shared end-to-end run (tests/conftest.py): 2,000 customers, seed 7, as of 2025-06-30."""
     segments = {
         r.customer_id: (r.cluster_id, r.segment_name)
-        for r in lake.read("gold.customer_segments").select("customer_id", "cluster_id", "segment_name").collect()
+        for r in e2e.lake.read("gold.customer_segments").select("customer_id", "cluster_id", "segment_name").collect()
     }
-    with (raw / "_truth" / "archetypes.csv").open() as handle:
+    with (e2e.truth / "archetypes.csv").open() as handle:
         truth = {row["customer_id"]: row["archetype"] for row in csv.DictReader(handle)}
-    return {"results": results, "segments": segments, "truth": truth}
+    return {"results": e2e.results, "segments": segments, "truth": truth}
 
 
 def _buyers(pipeline: dict[str, Any]) -> tuple[list[str], list[int]]:

@@ -266,7 +266,7 @@ class World:
                   _jit=jitter.format(u=r.u("jitter", "session_num", "j")),
                   _jit_next=f"CASE WHEN next_checkout THEN 0L ELSE {jitter.format(u=r.u('jitter', 'session_num', 'j + 1'))} END")
         df = _add(df, _t0=start)
-        df = _add(df, _off=f"CAST(floor(pos * _speed) AS BIGINT) + CASE WHEN j = 0 OR event_type = 'checkout' THEN 0 ELSE _jit END",
+        df = _add(df, _off="CAST(floor(pos * _speed) AS BIGINT) + CASE WHEN j = 0 OR event_type = 'checkout' THEN 0 ELSE _jit END",
                   _off_next=f"CAST(floor((pos + {mean}) * _speed) AS BIGINT) + _jit_next")
         landing = ["/", "/deals", "/new-arrivals", "/account"]
         df = _add(df, _u_page=r.u("page", "session_num", "j"))

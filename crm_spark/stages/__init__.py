@@ -76,22 +76,23 @@ class StageSpec:
     def built(self) -> bool:
         return self.module is not None
 
-    def load(self) -> Callable[[StageContext], StageResult]:
+    def load(self, entry: str = "run") -> Callable[[StageContext], StageResult]:
+        """The stage's ``run`` (or another entry point of its module, e.g. churn's ``score``)."""
         if self.module is None:
             raise StageNotBuiltError(
                 f"stage '{self.name}' is not built yet in this version "
                 f"(built: {', '.join(s.name for s in STAGES if s.built) or 'none'})"
             )
-        return importlib.import_module(self.module).run  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(self.module), entry)  # type: ignore[no-any-return]
 
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest"),
     StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", "crm_spark.stages.refine"),
-    StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", None),
-    StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", None),
-    StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", None),
-    StageSpec("churn", "churn labels, model, champion/challenger registry, scores", None),
+    StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", "crm_spark.stages.features"),
+    StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", "crm_spark.stages.segment"),
+    StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", "crm_spark.stages.basket"),
+    StageSpec("churn", "churn labels, model, champion/challenger registry, scores", "crm_spark.stages.churn"),
     StageSpec("recommend", "ALS product recommendations", None),
     StageSpec("clv", "customer lifetime value", None),
     StageSpec("report", "self-contained HTML report of the run", None),
@@ -106,9 +107,9 @@ def stage(name: str) -> StageSpec:
     raise KeyError(name)
 
 
-def run_stage(ctx: StageContext, name: str) -> StageResult:
-    """Run one stage, timed; a not-built stage raises StageNotBuiltError."""
-    fn = stage(name).load()
+def run_stage(ctx: StageContext, name: str, entry: str = "run") -> StageResult:
+    """Run one stage (or one of its other entry points), timed; a not-built stage raises StageNotBuiltError."""
+    fn = stage(name).load(entry)
     started = time.perf_counter()
     log.info("[%s] started", name)
     result = fn(ctx)

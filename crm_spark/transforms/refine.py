@@ -26,7 +26,6 @@ from crm_spark.schemas import (
     INTERACTION_TYPES,
     KEYS,
     ORDER_STATUSES,
-    RAW_COLUMNS,
     WEB_EVENT_TYPES,
     silver_schema,
 )
