@@ -304,7 +304,7 @@ class SegmentSettings(_Section):
         default=3, ge=1, description="fits per k (seeds seed, seed+1, ...); the lowest-cost fit is kept"
     )
     silhouette_tolerance: float = Field(
-        default=0.01, ge=0.0, lt=1.0, description="silhouettes this close to the best tie; the lowest cost wins"
+        default=0.02, ge=0.0, lt=1.0, description="silhouettes this close to the best tie; the lowest cost wins"
     )
     min_cluster_share: float = Field(
         default=0.01, ge=0.0, lt=0.5, description="a k leaving a cluster smaller than this share is not chosen"

@@ -205,7 +205,8 @@ def render(spec: SourceSpec, plan: Plan, rows: DataFrame) -> DataFrame:
         f"WHEN 'negative_quantity' THEN {'_status = ' + q('completed') if has_status else 'FALSE'} "
         f"WHEN 'missing_customer_id' THEN {f[spec.customer_column] + ' IS NOT NULL' if spec.customer_column else 'FALSE'} "
         f"WHEN 'unknown_foreign_key' THEN {f[spec.fk[0]] + ' IS NOT NULL' if spec.fk else 'FALSE'} "
-        f"WHEN 'newer_version' THEN {'_t < ' + str(plan.end_epoch - SECONDS_PER_DAY) + 'L' if spec.periods == 'customers' else 'TRUE'} "
+        # a newer version goes in a later file (customers: a later updated_at), so the last period has none
+        f"WHEN 'newer_version' THEN {'_t < ' + str(plan.end_epoch - SECONDS_PER_DAY) + 'L' if spec.periods == 'customers' else f'_pidx < {last}'} "
         "ELSE TRUE END"
     )
     df = _add(df, _kind=_island("_raw IS NOT NULL", f"CASE WHEN {eligible} THEN _raw END"))

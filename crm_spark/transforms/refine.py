@@ -333,7 +333,9 @@ def dedupe(df: DataFrame, *, target: str) -> DataFrame:
 
     Newest = highest ``version_col`` (customers: ``updated_at``), then the later ingest batch and
     source file. Exact copies of the kept row get ``duplicate_row``, other versions
-    ``superseded_version``.
+    ``superseded_version``. Two different versions of a key without a version column in the
+    same file are resolved deterministically (by content hash) but not by line order, which
+    bronze does not record.
     """
     spec = TARGETS[target]
     keys = list(KEYS[target])
