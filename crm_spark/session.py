@@ -28,7 +28,11 @@ _LOG4J = Path(__file__).with_name("log4j2.properties")
 
 
 def build_session(settings: Settings) -> SparkSession:
-    """Create (or, under spark-submit, join) the application's SparkSession from config."""
+    """Create (or, under spark-submit, join) the application's SparkSession from config.
+
+    Under spark-submit, a setting given with ``--conf`` (or in spark-defaults.conf) wins over the
+    same key in the config file, and ``--master`` over ``spark.master``.
+    """
     launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if not launched_by_spark_submit:
         check_java()
@@ -45,6 +49,12 @@ def build_session(settings: Settings) -> SparkSession:
     builder = SparkSession.builder.appName(spark_settings.app_name)
     if spark_settings.master and not launched_by_spark_submit:
         builder = builder.master(spark_settings.master)
+    if launched_by_spark_submit:
+        # spark-submit --conf / spark-defaults.conf win over the config file's defaults
+        from pyspark import SparkConf
+
+        given = SparkConf()
+        conf = {k: v for k, v in conf.items() if not given.contains(k)}
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

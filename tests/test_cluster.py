@@ -21,7 +21,15 @@ import pyspark
 import pytest
 from deltalake import DeltaTable
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.cluster,
+    # Opt-in: on this 2-core machine the refine gates run pathologically slowly on the standalone
+    # cluster (one 544-row silver.order_items gate took 150 s against ~2 s embedded), so the run
+    # takes over 15 minutes; under investigation (see the README's troubleshooting section).
+    pytest.mark.skipif(os.environ.get("CRM_SPARK_CLUSTER_TESTS") != "1",
+                       reason="cluster tests are opt-in: set CRM_SPARK_CLUSTER_TESTS=1 (slow on 2 cores)"),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_HOME = Path(pyspark.__file__).parent
