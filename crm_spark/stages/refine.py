@@ -140,11 +140,14 @@ def refine_pair(
         # Copies and older versions of a key are expected (snapshots, re-deliveries), not dirt:
         # the reject-share gate counts them neither as mapped nor as rejected.
         mapped = sum(b["mapped"] - b["deduplicated"] for b in per_batch.values())
-        accepted = R.to_silver(R.accepted_rows(checked), target=target, key=key)
+        # Cached: every expectation of the gate is a Spark job over it, and to_silver's native
+        # HMAC expressions make a large plan (about 1 MB per task) worth computing once.
+        accepted = R.to_silver(R.accepted_rows(checked), target=target, key=key).persist()
         rejected = R.quarantine_rows(checked, target=target, key=key)
         report = ctx.gate.check(silver, accepted, previous_rows=None, as_of=None, batch_rows=mapped)
         silver_write = lake.merge(silver, accepted, keys=list(KEYS[target]), txn=token)
         quarantine_write = lake.append(quarantine, rejected, txn=token)
+        accepted.unpersist()
     finally:
         checked.unpersist()
     for batch, c in sorted(per_batch.items()):
