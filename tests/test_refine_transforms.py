@@ -524,12 +524,14 @@ def test_normalise_email_trims_and_lower_cases(spark: SparkSession) -> None:
 
 
 def test_mask_contacts_replaces_emails_and_phone_numbers(spark: SparkSession) -> None:
-    df = strings(spark, ["mail ann.lee@example.com or call +44 20 7946 0000 today", "size 42, 3 items", None])
+    df = strings(spark, ["mail ann.lee@example.com or call +44 20 7946 0000 today", "size 42, 3 items",
+                         "ordered 2025-06-30, call 020 7946 0000", None])
     actual = df.select("s", R.mask_contacts(F.col("s")).alias("m"))
     expected = spark.createDataFrame(
         [
             ("mail ann.lee@example.com or call +44 20 7946 0000 today", "mail [email] or call [phone] today"),
             ("size 42, 3 items", "size 42, 3 items"),
+            ("ordered 2025-06-30, call 020 7946 0000", "ordered 2025-06-30, call [phone]"),
             (None, None),
         ],
         "s string, m string",

@@ -36,7 +36,8 @@ CORRUPT = "_corrupt_record"
 LINEAGE = ("_ingest_batch_id", "_source_file")
 NULL_TOKENS = ("", "n/a", "na", "null", "none", "nan", "-", "?")
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
-PHONE_RE = r"\+?\d[\d\s().-]{6,}\d"
+# A run of 8+ digits/separators, not inside a longer token, and not an ISO date or timestamp.
+PHONE_RE = r"(?<![\w.+-])(?!\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?(?![\d-]))\+?\d[\d\s().-]{6,}\d"
 
 
 @dataclass(frozen=True)
