@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 _LINEAGE = "_ingest_batch_id string, _source_file string"
@@ -153,3 +155,8 @@ def customer_features_schema() -> StructType:
 def silver_ddl_columns(source: str) -> list[str]:
     """Column names of a silver table, in order, without needing a SparkSession."""
     return re.findall(r"(?:^|,)\s*(\w+)\s", SILVER_DDL[source])
+
+
+def conform(df: DataFrame, ddl: str) -> DataFrame:
+    """Exactly the columns of a table's DDL, in its order, cast to its types."""
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in StructType.fromDDL(ddl).fields])

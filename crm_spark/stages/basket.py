@@ -18,7 +18,6 @@ from typing import Any
 from pyspark.ml.fpm import FPGrowthModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from crm_spark.config import BasketSettings
 from crm_spark.errors import ConfigError
@@ -38,7 +37,7 @@ from crm_spark.ml.basket import (
     purchase_lines,
     rule_stats,
 )
-from crm_spark.schemas import BASKET_ITEMSETS_DDL, BASKET_RULES_DDL, CROSS_SELL_DDL
+from crm_spark.schemas import BASKET_ITEMSETS_DDL, BASKET_RULES_DDL, CROSS_SELL_DDL, conform
 from crm_spark.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ def guard_itemset_explosion(bound: ItemsetBound, cfg: BasketSettings) -> list[st
 def _conform(df: DataFrame, ddl: str, *, as_of: date, item_level: str) -> DataFrame:
     """Stamp the partition and item level, then select exactly the table's columns and types."""
     stamped = df.withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("item_level", F.lit(item_level))
-    return stamped.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in StructType.fromDDL(ddl).fields])
+    return conform(stamped, ddl)
 
 
 def _latest_order_date(orders: DataFrame) -> date | None:

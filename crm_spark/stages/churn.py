@@ -35,13 +35,12 @@ from pyspark.errors import AnalysisException, IllegalArgumentException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from crm_spark.config import ChurnSettings
 from crm_spark.errors import SourceError
 from crm_spark.lake import Lake, WriteResult
 from crm_spark.ml import churn as ml
-from crm_spark.schemas import CHURN_SCORES_DDL, CHURN_TRAINING_DDL
+from crm_spark.schemas import CHURN_SCORES_DDL, CHURN_TRAINING_DDL, conform
 from crm_spark.stages import StageContext, StageResult
 
 __all__ = ["MODEL_NAME", "CHAMPION", "ChurnDates", "churn_dates", "run", "score"]
@@ -247,7 +246,7 @@ def _write_training(
     """The exact train and eval rows, gated, in ``gold.churn_training`` partition ``run_as_of_date`` = D."""
     rows = train.withColumn("split", F.lit("train")).unionByName(evaluate.withColumn("split", F.lit("eval")))
     rows = rows.withColumn("run_as_of_date", F.lit(dates.score)).withColumn("label_source", F.lit(cfg.label_source))
-    table = _conform(rows, CHURN_TRAINING_DDL)
+    table = conform(rows, CHURN_TRAINING_DDL)
     report = ctx.gate.check(TRAINING, table, as_of=dates.score)
     write = ctx.lake.overwrite(TRAINING, table, partition={"run_as_of_date": dates.score}, partition_by=["run_as_of_date"])
     return write, {f"{TRAINING}.{k}": v for k, v in report.summary().items() if k != "table"}
@@ -483,7 +482,7 @@ def _publish_scores(
     ``quality`` the gate's report summary.
     """
     at = ml.population(features.where(F.col("as_of_date") == F.lit(as_of)), who=cfg.population)
-    scores = _conform(_scores(model, version, at, cfg), CHURN_SCORES_DDL).cache()
+    scores = conform(_scores(model, version, at, cfg), CHURN_SCORES_DDL).cache()
     try:
         report = ctx.gate.check(SCORES, scores, previous_rows=_previous_rows(ctx.lake, as_of), as_of=as_of)
         summary: dict[str, Any] = ml.summarize_scores(scores, bands=[b.band for b in cfg.risk_bands])
@@ -522,10 +521,5 @@ def _previous_rows(lake: Lake, as_of: date) -> int | None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _conform(df: DataFrame, ddl: str) -> DataFrame:
-    """Exactly the table's columns, in order, with its types."""
-    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in StructType.fromDDL(ddl).fields])
-
-
 def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.4f}"

@@ -47,7 +47,7 @@ from crm_spark.ml.segment import (
     unclustered,
     with_segment_names,
 )
-from crm_spark.schemas import CUSTOMER_SEGMENTS_DDL, SEGMENT_PROFILE_FEATURES, SEGMENT_PROFILES_DDL
+from crm_spark.schemas import CUSTOMER_SEGMENTS_DDL, SEGMENT_PROFILE_FEATURES, SEGMENT_PROFILES_DDL, conform
 from crm_spark.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _check_features(cfg: SegmentSettings, schema: StructType) -> None:
 def _conform(df: DataFrame, ddl: str, *, as_of: date) -> DataFrame:
     """Stamp the partition, then select exactly the table's columns and types."""
     stamped = df.withColumn(PARTITION, F.lit(as_of).cast("date"))
-    return stamped.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in StructType.fromDDL(ddl).fields])
+    return conform(stamped, ddl)
 
 
 def _previous_rows(ctx: StageContext, table: str, as_of: date) -> int | None:
