@@ -1,6 +1,6 @@
 """Time the features stage on N synthetic customers (default 1,000,000).
 
-Builds silver-shaped tables (the exact contracts of ``crm_spark.schemas.SILVER_DDL``) for N
+Builds silver-shaped tables (the exact contracts of ``crm_spark.contracts.silver``) for N
 customers in Spark, seeded, writes them as silver Delta tables to a temporary lake, then times
 ``crm_spark.stages.features.run`` as of one date: read silver, compute every feature in one
 pass per source, gate, overwrite the partition. Optionally also times a backfill of several
@@ -40,7 +40,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from crm_spark.config import PathsSettings, load_settings  # noqa: E402
 from crm_spark.lake import open_lake  # noqa: E402
-from crm_spark.schemas import silver_schema  # noqa: E402
+from crm_spark.contracts import table  # noqa: E402
 from crm_spark.session import build_session  # noqa: E402
 from crm_spark.stages import StageContext  # noqa: E402
 from crm_spark.stages.features import run, run_dates  # noqa: E402
@@ -67,7 +67,7 @@ def _numbered(count: Column) -> Column:
 
 def _conform(df: DataFrame, source: str) -> DataFrame:
     """Exactly the silver contract: missing columns (lineage, unused attributes) are typed nulls."""
-    schema = silver_schema(source)
+    schema = table(f"silver.{source}").schema
     return df.select(
         *(
             (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from crm_spark import __version__
 from crm_spark.config import Settings, load_settings
 from crm_spark.errors import ConfigError, CrmSparkError, StageNotBuiltError
-from crm_spark.stages import STAGES, StageContext, StageResult, plan, run_stage, stage
+from crm_spark.stages import STAGES, StageContext, StageResult, finish_run, plan, run_stage, stage
 
 EXIT_CODES = """exit codes: 0 ok, 1 unexpected error, 2 usage or stage not built, 3 config error,
 4 source error, 5 data-quality gate failed, 6 lake error, 7 environment (Java, secrets)"""
@@ -80,9 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         label = spec.summary if spec.built else f"{spec.summary} (not built yet)"
         p = sub.add_parser(spec.name, parents=[common], help=label, description=label)
         p.set_defaults(handler=_cmd_stage, stage=spec.name)
-        if spec.name == "churn":
-            p.add_argument("--score", action="store_true",
-                           help="only score --as-of with the registered champion model (no training)")
+        for option in spec.options:
+            p.add_argument(option.flag, dest=option.dest, action="store_true", help=option.help)
 
     run = sub.add_parser("run", parents=[common], help="run every built stage in order in one Spark application")
     run.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
@@ -134,10 +133,12 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_stage(args: argparse.Namespace, settings: Settings) -> int:
-    stage(args.stage).load()  # a not-built stage fails before Spark starts
-    if getattr(args, "score", False):
-        return _run(args, settings, ["churn"], entry="score")
-    return _run(args, settings, [args.stage])
+    spec = stage(args.stage)
+    spec.load()  # a not-built stage fails before Spark starts
+    entries = [o.entry for o in spec.options if o.entry and getattr(args, o.dest, False)]
+    if len(entries) > 1:
+        raise ConfigError(f"{args.stage}: choose one of {', '.join(o.flag for o in spec.options if o.entry)}")
+    return _run(args, settings, [args.stage], entry=entries[0] if entries else "run")
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -164,6 +165,7 @@ def _run(
         for name in names:
             results.append(run_stage(ctx, name, entry=entry))
     finally:
+        finish_run(ctx)
         _summary(sys.stdout, results, time.perf_counter() - started, pending=pending)
     return 0
 
@@ -183,10 +185,36 @@ def _summary(out: TextIO, results: list[StageResult], seconds: float, *, pending
     print(f"\nSummary ({seconds:.1f}s)", file=out)
     _table(out, ["stage", "status", "table", "version", "rows", "seconds"], rows)
     for r in results:
+        if r.metrics and r.stage in _HEADLINE:
+            shown = [f"{k} {_num(r.metrics[k])}" for k in _HEADLINE[r.stage] if k in r.metrics]
+            if shown:
+                print(f"  {r.stage}: {', '.join(shown)}" + (f" (mlflow run {r.mlflow_run_id})" if r.mlflow_run_id else ""),
+                      file=out)
+        gates = [q for q in r.quality]
+        if gates:
+            failed = sum(1 for q in gates if not q.success)
+            print(f"  quality [{r.stage}]: {len(gates) - failed}/{len(gates)} gates passed in "
+                  f"{sum(q.seconds for q in gates):.1f}s", file=out)
+    for r in results:
         for note in r.notes:
             print(f"  note [{r.stage}]: {note}", file=out)
     if pending:
         print(f"  not built yet: {', '.join(pending)}", file=out)
+
+
+# The numbers each stage's summary line shows (a model metric beside its baseline).
+_HEADLINE = {
+    "refine": ("mapped", "accepted", "quarantined"),
+    "segment": ("k", "silhouette"),
+    "basket": ("baskets", "rules"),
+    "churn": ("logistic_regression.roc_auc", "gbt.roc_auc", "baseline.recency.roc_auc", "champion.version"),
+}
+
+
+def _num(value: float) -> str:
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.3f}"
 
 
 def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:

@@ -158,6 +158,42 @@ class Tracker:
     def log_json(self, data: Any, filename: str) -> None:
         self._mlflow.log_text(json.dumps(data, indent=2, default=str), filename)
 
+    def log_text(self, text: str, filename: str) -> None:
+        self._mlflow.log_text(text, filename)
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    # -- model registry ---------------------------------------------------------------------
+    def model_by_alias(self, registered_model: str, alias: str) -> tuple[int, Any] | None:
+        """The version ``alias`` points at and its Spark model, or None when the alias is unset."""
+        import mlflow.spark
+        from mlflow.exceptions import MlflowException
+
+        client = self.client
+        try:
+            found = client.get_model_version_by_alias(registered_model, alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        version = int(found.version)
+        # The artifact URI from this tracker's registry, not models:/ (which reads MLflow's global registry URI).
+        source = client.get_model_version_download_uri(registered_model, str(version))
+        log.info("loading %s version %d (%s) from %s", registered_model, version, alias, source)
+        return version, mlflow.spark.load_model(source)
+
+    def set_alias(self, registered_model: str, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(registered_model, alias, str(version))
+
+    def tag_version(self, registered_model: str, version: int, tags: Mapping[str, Any]) -> None:
+        client = self.client
+        for key, value in tags.items():
+            client.set_model_version_tag(registered_model, str(version), key, str(value))
+
     def log_spark_model(self, model: Any, *, artifact_path: str, registered_model: str) -> int:
         """Log a fitted Spark ML model and register it; returns the registered version number.
 
@@ -179,6 +215,7 @@ class Tracker:
         if version is None:
             latest = self.client.search_model_versions(f"name='{registered_model}'", order_by=["version_number DESC"], max_results=1)
             version = latest[0].version
+        self._mlflow.set_tag(f"crm_spark.registered_model_version.{artifact_path}", str(int(version)))
         return int(version)
 
 

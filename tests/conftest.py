@@ -11,7 +11,7 @@ import pytest
 from crm_spark.config import ChurnSettings, PathsSettings, Settings, load_settings
 from crm_spark.lake import Lake, open_lake
 from crm_spark.session import build_session
-from crm_spark.stages import StageContext, StageResult, run_stage
+from crm_spark.stages import StageContext, StageResult, finish_run, run_stage
 
 TEST_CONF = Path(__file__).parent / "conf" / "test.yaml"
 
@@ -81,6 +81,7 @@ def e2e(spark, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         versions = {w.table: lake.version(w.table) for r in results.values() for w in r.writes}
         run = EndToEnd(raw, own, lake, results, versions)
         run.rerun = {name: run_stage(ctx, name) for name in ("ingest", "refine")}
+        finish_run(ctx)
     finally:
         mp.undo()
     return run

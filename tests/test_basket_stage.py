@@ -20,9 +20,9 @@ from pyspark.sql import SparkSession
 from crm_spark.config import BasketSettings, PathsSettings, Settings
 from crm_spark.errors import ConfigError
 from crm_spark.lake import Lake, open_lake
-from crm_spark.schemas import SILVER_DDL
-from crm_spark.stages import StageContext
-from crm_spark.stages.basket import CROSS_SELL, ITEMSETS, RULES, run
+from crm_spark.contracts import table
+from crm_spark.stages import StageContext, run_stage
+from crm_spark.stages.basket import CROSS_SELL, ITEMSETS, RULES
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,8 @@ def _silver(spark: SparkSession, lake: Lake) -> None:
     ]
     items += [(o, 1, "A", 1, Decimal("2.00"), Decimal("0"), Decimal("2.00"), *lineage) for o in ("o11", "o12")]
     products = [(p, name, CATEGORIES[p], "sub", "brand", Decimal("2.00"), *lineage) for p, name in NAMES.items()]
-    for table, rows in (("orders", orders), ("order_items", items), ("products", products)):
-        lake.overwrite(f"silver.{table}", spark.createDataFrame(rows, SILVER_DDL[table]))
+    for name, rows in (("orders", orders), ("order_items", items), ("products", products)):
+        lake.overwrite(f"silver.{name}", spark.createDataFrame(rows, table(f"silver.{name}").ddl))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def lake(spark: SparkSession, stage_settings: Settings) -> Lake:
 
 @pytest.fixture(scope="module")
 def first_run(spark: SparkSession, stage_settings: Settings, lake: Lake):
-    return run(StageContext(settings=stage_settings, spark=spark, lake=lake, as_of=AS_OF))
+    return run_stage(StageContext(settings=stage_settings, spark=spark, lake=lake, as_of=AS_OF), "basket")
 
 
 def test_rules_table_holds_hand_computed_rules_with_names(spark: SparkSession, lake: Lake, first_run) -> None:
@@ -133,7 +133,7 @@ def test_run_is_logged_to_mlflow_with_counts_inputs_and_artifacts(
     from crm_spark.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri(stage_settings))
-    run = client.get_run(first_run.details["mlflow_run_id"])
+    run = client.get_run(first_run.mlflow_run_id)
     assert run.data.metrics["baskets"] == 10
     assert run.data.metrics["rules"] == 4
     assert run.data.metrics[f"rows.{ITEMSETS}"] == 8
@@ -152,7 +152,7 @@ def test_rerun_replaces_the_as_of_partition(
     # Categories per basket: AB -> bakery+fresh (b1-b4), ABC -> all three (b5, b6), AC and CD ->
     # dairy+fresh (b7, b8), D -> fresh (b9), B -> bakery (b10).
     by_category = stage_settings.model_copy(update={"basket": BASKET.model_copy(update={"item_level": "category"})})
-    again = run(StageContext(settings=by_category, spark=spark, lake=lake, as_of=AS_OF))
+    again = run_stage(StageContext(settings=by_category, spark=spark, lake=lake, as_of=AS_OF), "basket")
     rows = lake.read(ITEMSETS, partition={"as_of_date": AS_OF}).collect()
     got = {(tuple(r.items), r.freq, r.item_level) for r in rows}
     counts = {
@@ -172,12 +172,12 @@ def test_explosion_guard_stops_before_anything_is_written(
     )
     versions = {t: lake.version(t) for t in (ITEMSETS, RULES, CROSS_SELL)}
     with pytest.raises(ConfigError, match=r"basket\.min_support=0\.1 could mine up to .* basket\.max_itemsets=5"):
-        run(StageContext(settings=tight, spark=spark, lake=lake, as_of=date(2024, 6, 15)))
+        run_stage(StageContext(settings=tight, spark=spark, lake=lake, as_of=date(2024, 6, 15)), "basket")
     assert {t: lake.version(t) for t in versions} == versions
 
 
 def test_stage_skips_without_silver_orders(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
     empty = settings.model_copy(update={"paths": PathsSettings(raw=str(tmp_path / "raw"), lake=str(tmp_path / "lake"))})
-    result = run(StageContext(settings=empty, spark=spark, lake=open_lake(spark, empty), as_of=AS_OF))
+    result = run_stage(StageContext(settings=empty, spark=spark, lake=open_lake(spark, empty), as_of=AS_OF), "basket")
     assert result.skipped is not None and "silver.orders" in result.skipped
     assert result.writes == ()

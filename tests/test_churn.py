@@ -32,8 +32,8 @@ from crm_spark.config import ChurnSettings, PathsSettings, Settings
 from crm_spark.errors import SourceError
 from crm_spark.lake import Lake, open_lake
 from crm_spark.ml import churn as ml
-from crm_spark.schemas import SILVER_DDL, silver_schema
-from crm_spark.stages import StageContext
+from crm_spark.contracts import table
+from crm_spark.stages import StageContext, run_stage
 from crm_spark.stages import churn as stage
 from crm_spark.transforms.features import customer_features
 
@@ -46,7 +46,7 @@ def _orders(spark: SparkSession, rows: list[tuple[str, str, date]]):
     lineage = ("b0", "hand")
     return spark.createDataFrame(
         [(f"o{i}", c, datetime.combine(d, datetime.min.time()), d, "web", s, "card", *lineage) for i, (c, s, d) in enumerate(rows)],
-        SILVER_DDL["orders"],
+        table("silver.orders").ddl,
     )
 
 
@@ -248,7 +248,7 @@ def lake(spark: SparkSession, stage_settings: Settings) -> Lake:
     lake = open_lake(spark, stage_settings)
     orders = _hand_orders(spark)
     lake.overwrite("silver.orders", orders)
-    empty = {n: spark.createDataFrame([], silver_schema(n)) for n in
+    empty = {n: spark.createDataFrame([], table(f"silver.{n}").schema) for n in
              ("customers", "order_items", "products", "web_events", "social_interactions", "feedback")}
     f = stage_settings.features
     features = customer_features(
@@ -277,8 +277,8 @@ def _ctx(spark: SparkSession, settings: Settings, lake: Lake, churn: ChurnSettin
 @pytest.fixture(scope="module")
 def trained(spark: SparkSession, stage_settings: Settings, lake: Lake, local_tracking):
     """A good model (first: becomes champion), then a worse one trained on the same dates."""
-    first = stage.run(_ctx(spark, stage_settings, lake, GOOD))
-    second = stage.run(_ctx(spark, stage_settings, lake, WORSE))
+    first = run_stage(_ctx(spark, stage_settings, lake, GOOD), "churn")
+    second = run_stage(_ctx(spark, stage_settings, lake, WORSE), "churn")
     return first, second
 
 
@@ -291,7 +291,7 @@ def test_missing_feature_partitions_without_backfill_name_the_runs_to_do(
     bare_lake.overwrite("silver.orders", _hand_orders(spark))
     strict = GOOD.model_copy(update={"backfill_features": False})
     with pytest.raises(SourceError, match="crm-spark features --as-of 2024-05-01; crm-spark features --as-of 2024-05-31"):
-        stage.run(_ctx(spark, bare, bare_lake, strict))
+        run_stage(_ctx(spark, bare, bare_lake, strict), "churn")
     assert not bare_lake.exists("gold.customer_features") and not bare_lake.exists(stage.TRAINING)
 
 
@@ -309,27 +309,27 @@ def test_training_table_keeps_the_point_in_time_rows_and_labels(trained, lake: L
 
 def test_first_model_becomes_champion(trained) -> None:
     first, _ = trained
-    (decision,) = first.details["decisions"]
+    (decision,) = first.outcome.decisions
     assert decision["champion_version"] is None and decision["promoted"]
-    assert first.details["champion_version"] == decision["version"]
-    assert first.details["metrics"]["logistic_regression"]["roc_auc"] > 0.9
+    assert first.outcome.champion_version == decision["version"]
+    assert first.outcome.metrics["logistic_regression"]["roc_auc"] > 0.9
 
 
 def test_worse_model_is_registered_but_champion_does_not_move(trained, stage_settings: Settings, local_tracking) -> None:
     first, second = trained
-    (kept,) = second.details["decisions"]
-    champion_version = first.details["champion_version"]
+    (kept,) = second.outcome.decisions
+    champion_version = first.outcome.champion_version
     assert kept["version"] == champion_version + 1 and not kept["promoted"]
     assert kept["score"] == pytest.approx(0.5)
     # the champion was re-scored on the same evaluation rows: its score equals its first run's
     assert kept["champion_version"] == champion_version
-    assert kept["champion_score"] == pytest.approx(first.details["metrics"]["logistic_regression"]["roc_auc"])
+    assert kept["champion_score"] == pytest.approx(first.outcome.metrics["logistic_regression"]["roc_auc"])
 
     from crm_spark.tracking import Tracker
 
     tracker = Tracker(stage_settings)
     assert int(tracker.client.get_model_version_by_alias(stage.MODEL_NAME, stage.CHAMPION).version) == champion_version
-    logged = json.loads(Path(tracker.client.download_artifacts(second.details["mlflow_run_id"], "champion_decisions.json"))
+    logged = json.loads(Path(tracker.client.download_artifacts(second.mlflow_run_id, "champion_decisions.json"))
                         .read_text())
     assert logged[0]["promoted"] is False and logged[0]["champion_score"] == pytest.approx(kept["champion_score"])
 
@@ -340,13 +340,13 @@ def test_scoring_twice_gives_identical_scores(
     """The same customers scored by the champion three times: in memory right after training (run
     one), loaded from the registry (run two keeps it), and by ``score`` alone."""
     first, second = trained
-    rescored = stage.score(_ctx(spark, stage_settings, lake, GOOD))
+    rescored = run_stage(_ctx(spark, stage_settings, lake, GOOD), "churn", entry="score")
     versions = [next(w.version for w in r.writes if w.table == stage.SCORES) for r in (first, second, rescored)]
     frames = [lake.read(stage.SCORES, version=v, partition={"as_of_date": D}) for v in versions]
     assert versions == sorted(set(versions)) and frames[0].count() == sum(SIZES.values())
     assert_df_equality(frames[0], frames[1], ignore_row_order=True)
     assert_df_equality(frames[0], frames[2], ignore_row_order=True)
-    assert {r[0] for r in frames[2].select("model_version").distinct().collect()} == {first.details["champion_version"]}
+    assert {r[0] for r in frames[2].select("model_version").distinct().collect()} == {first.outcome.champion_version}
 
 
 def test_scores_rank_customers_who_stopped_ordering_above_steady_ones(trained, lake: Lake) -> None:

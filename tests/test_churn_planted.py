@@ -63,12 +63,12 @@ def test_model_finds_the_planted_churn_signal(pipeline) -> None:
     a model beyond it must see orders after T'.
     """
     results, *_ = pipeline
-    details = results["churn"].details
-    lr = details["metrics"]["logistic_regression"]
-    baseline = details["baseline_recency_roc_auc"]
+    details = results["churn"].outcome
+    lr = details.metrics["logistic_regression"]
+    baseline = details.baseline_recency_roc_auc
     seen = (
-        f"churn rate {details['churn_rate']}, LR ROC-AUC {lr['roc_auc']:.3f}, GBT ROC-AUC "
-        f"{details['metrics']['gbt']['roc_auc']:.3f}, recency baseline {baseline:.3f}"
+        f"churn rate {details.churn_rate}, LR ROC-AUC {lr['roc_auc']:.3f}, GBT ROC-AUC "
+        f"{details.metrics['gbt']['roc_auc']:.3f}, recency baseline {baseline:.3f}"
     )
     assert AUC_FLOOR <= lr["roc_auc"] <= BAYES_CEILING, seen
     assert lr["roc_auc"] >= baseline + BASELINE_MARGIN, seen
@@ -80,7 +80,7 @@ def test_recent_planted_churners_score_above_active_customers(pipeline, spark: S
     about 60 against 620 customers; measured 0.89 (0.86 for those gone in the last 30 days,
     whose decay is only partly behind them)."""
     results, lake, raw, _ = pipeline
-    d = date.fromisoformat(results["churn"].details["score_as_of"])
+    d = results["churn"].outcome.dates.score
     churn_dates = _churn_dates(raw)
     with (raw / "_truth" / "archetypes.csv").open() as handle:
         archetype = {row["customer_id"]: row["archetype"] for row in csv.DictReader(handle)}
@@ -96,14 +96,14 @@ def test_recent_planted_churners_score_above_active_customers(pipeline, spark: S
 
 def test_churn_run_is_registered_promoted_and_scored(pipeline, spark: SparkSession) -> None:
     results, lake, _, run_settings = pipeline
-    details = results["churn"].details
-    first = details["decisions"][0]
+    details = results["churn"].outcome
+    first = details.decisions[0]
     assert first["promoted"] and first["champion_version"] is None
     from crm_spark.tracking import Tracker
 
     alias = Tracker(run_settings).client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    assert int(alias.version) == details["champion_version"]
-    d = date.fromisoformat(details["score_as_of"])
+    assert int(alias.version) == details.champion_version
+    d = details.dates.score
     buyers = lake.read("gold.customer_features", partition={"as_of_date": d}).where("has_orders").count()
     scores = lake.read(SCORES, partition={"as_of_date": d})
     assert scores.count() == buyers == scores.select("customer_id").distinct().count()

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from crm_spark.config import load_settings
 from crm_spark.lake import Lake, open_lake
-from crm_spark.stages import StageContext, ingest, refine
+from crm_spark.stages import StageContext, run_stage
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,8 @@ def run_example(spark: SparkSession, name: str, lake_dir: Path) -> Lake:
     ctx = StageContext(settings=settings, spark=spark, lake=lake)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(settings.refine.pii_key_env, "examples-test-key")
-        ingest.run(ctx)
-        refine.run(ctx)
+        run_stage(ctx, "ingest")
+        run_stage(ctx, "refine")
     return lake
 
 

@@ -14,8 +14,8 @@ from pyspark.sql import functions as F
 from crm_spark.config import PathsSettings, Settings
 from crm_spark.errors import DataQualityError
 from crm_spark.lake import Lake, open_lake
-from crm_spark.stages import StageContext, StageResult
-from crm_spark.stages.features import TABLE, run, run_dates
+from crm_spark.stages import StageContext, StageResult, run_backfill, run_stage
+from crm_spark.stages.features import TABLE
 from test_features_transforms import WORLD, silver
 
 pytestmark = pytest.mark.slow
@@ -51,15 +51,15 @@ def history(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.Te
         lake.overwrite(f"silver.{source}", silver(spark, source, WORLD[key]))
     lake.overwrite("silver.products", silver(spark, "products", [{"product_id": "p1", "category": "shoes"}]))
     ctx = StageContext(settings=own, spark=spark, lake=lake)
-    first = run(_at(ctx, D1))
-    run(_at(ctx, D2))
+    first = run_stage(_at(ctx, D1), "features")
+    run_stage(_at(ctx, D2), "features")
     one_by_one = lake.version(TABLE)
-    run(_at(ctx, D1))
+    run_stage(_at(ctx, D1), "features")
     rerun = lake.version(TABLE)
-    backfill_result = run_dates(ctx, [D2, D1])
+    backfill_result = run_backfill(ctx, "features", [D2, D1])
     assert len(backfill_result.writes) == 1
     backfill = lake.version(TABLE)
-    default = run(_at(ctx, None))
+    default = run_stage(_at(ctx, None), "features")
     return History(ctx, first, one_by_one, rerun, backfill, default)
 
 
@@ -86,7 +86,7 @@ def test_run_writes_the_partition_of_the_as_of_date(history: History) -> None:
 
 def test_without_as_of_the_latest_order_date_is_used(history: History) -> None:
     # The latest order in WORLD is o3 on 2024-06-30.
-    assert history.default.details["as_of_dates"] == [D2.isoformat()]
+    assert history.default.as_of == D2
 
 
 def test_rerun_replaces_exactly_that_partition_with_the_same_rows(history: History) -> None:
@@ -109,7 +109,7 @@ def test_backfill_equals_one_run_per_date(history: History) -> None:
 
 def test_stage_skips_without_orders(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
     own = _settings(settings, tmp_path)
-    result = run(StageContext(settings=own, spark=spark, lake=open_lake(spark, own), as_of=D1))
+    result = run_stage(StageContext(settings=own, spark=spark, lake=open_lake(spark, own), as_of=D1), "features")
     assert result.skipped is not None and "silver.orders" in result.skipped
     assert result.writes == ()
 

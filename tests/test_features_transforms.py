@@ -15,7 +15,7 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
 from crm_spark.config import FeaturesSettings, SegmentRule
-from crm_spark.schemas import customer_features_schema, silver_schema
+from crm_spark.contracts import table
 from crm_spark.transforms.features import customer_features, rfm_segment
 
 AS_OF = date(2024, 6, 30)
@@ -24,7 +24,7 @@ DEFAULTS = FeaturesSettings()
 
 def silver(spark: SparkSession, source: str, rows: Sequence[dict[str, Any]]) -> DataFrame:
     """A frame with the silver contract schema of ``source``; columns a row leaves out are null."""
-    schema = silver_schema(source)
+    schema = table(f"silver.{source}").schema
     for row in rows:
         unknown = set(row) - set(schema.fieldNames())
         assert not unknown, f"not columns of silver.{source}: {unknown}"
@@ -241,7 +241,7 @@ def test_customer_with_only_web_events_gets_a_complete_row(spark: SparkSession) 
     expected = spark.createDataFrame(
         [("c2", AS_OF, 29, 0, 0.0, 0, 0, 0, "Prospect", "low", 29, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0.0,
           2, 4.0, 0.5, 0, 0.0, 3.0, 7.5, 0, 5, False)],
-        customer_features_schema(),
+        table("gold.customer_features").schema,
     )
     assert_df_equality(df, expected, ignore_nullable=True)
 

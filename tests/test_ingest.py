@@ -20,7 +20,8 @@ from pyspark.sql import functions as F
 from crm_spark.config import PathsSettings, Settings, SourceSettings, TargetMapping
 from crm_spark.errors import SourceError
 from crm_spark.lake import Lake, open_lake
-from crm_spark.stages import StageContext, StageResult, ingest
+from crm_spark.stages import StageContext, StageResult, ingest, run_stage
+from crm_spark.stages.ingest import SourceCounts
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ def scenario(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.T
     versions: dict[str, list[int]] = {"bronze.orders": [], "bronze.events": []}
 
     def run() -> StageResult:
-        result = ingest.run(ctx)
+        result = run_stage(ctx, "ingest")
         for table, seen in versions.items():
             seen.append(lake.version(table))
         return result
@@ -167,24 +168,21 @@ def test_bronze_reads_json_primitives_as_strings_and_keeps_broken_lines(
 
 
 def test_ingest_counts_malformed_lines(scenario: Scenario) -> None:
-    assert scenario.first.details == {
-        "orders": {"files": 1, "rows": 5, "malformed": 2},
-        "events": {"files": 1, "rows": 3, "malformed": 1},
+    assert scenario.first.outcome.sources == {
+        "orders": SourceCounts(files=1, rows=5, malformed=2),
+        "events": SourceCounts(files=1, rows=3, malformed=1),
     }
 
 
 def test_rerun_without_new_files_adds_nothing(scenario: Scenario) -> None:
-    assert scenario.rerun.details == {
-        "orders": {"files": 0, "rows": 0, "malformed": 0},
-        "events": {"files": 0, "rows": 0, "malformed": 0},
-    }
+    assert scenario.rerun.outcome.sources == {"orders": SourceCounts(), "events": SourceCounts()}
     assert scenario.rerun.writes == ()
     assert scenario.versions["bronze.orders"][:2] == [0, 0]
     assert scenario.versions["bronze.events"][:2] == [0, 0]
 
 
 def test_a_new_file_is_ingested_alone_in_a_new_batch(spark: SparkSession, scenario: Scenario) -> None:
-    assert scenario.later.details["orders"] == {"files": 1, "rows": 1, "malformed": 0}
+    assert scenario.later.outcome.sources["orders"] == SourceCounts(files=1, rows=1, malformed=0)
     assert scenario.versions["bronze.orders"][2] > scenario.versions["bronze.orders"][1]
     per_batch = (
         scenario.lake.read("bronze.orders")
@@ -220,7 +218,7 @@ def test_a_file_with_an_extra_column_evolves_bronze_reading_columns_by_name(
 
 
 def test_a_file_without_a_column_bronze_has_is_ingested_with_nulls(spark: SparkSession, scenario: Scenario) -> None:
-    assert scenario.later.details["events"] == {"files": 1, "rows": 1, "malformed": 0}
+    assert scenario.later.outcome.sources["events"] == SourceCounts(files=1, rows=1, malformed=0)
     actual = (
         scenario.lake.read("bronze.events").filter("_ingest_batch_id = 1").select("event_id", "page", "duration_sec")
     )
@@ -234,7 +232,7 @@ def test_a_missing_raw_path_raises_a_one_line_source_error(
     s = _settings(settings, tmp_path)  # tmp_path/raw does not exist
     ctx = StageContext(settings=s, spark=spark, lake=open_lake(spark, s))
     with pytest.raises(SourceError) as caught:
-        ingest.run(ctx)
+        run_stage(ctx, "ingest")
     message = str(caught.value)
     assert "\n" not in message
     assert f"{tmp_path}/raw/orders" in message and "sources.orders.path" in message

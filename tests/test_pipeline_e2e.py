@@ -17,7 +17,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import E2E_END, E2E_START, EndToEnd
-from crm_spark.schemas import KEYS
+from crm_spark.contracts import table
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ PHONE = re.compile(r"\+\d[\d ]{7,}\d")
 
 
 def _key(source: str) -> Any:
-    return F.concat_ws("|", *[F.col(k).cast("string") for k in KEYS[source]])
+    return F.concat_ws("|", *[F.col(k).cast("string") for k in table(f"silver.{source}").keys])
 
 
 def _file(column: str = "_source_file") -> Any:
@@ -137,7 +137,7 @@ def test_copies_and_old_versions_collapse_to_one_silver_row(e2e: EndToEnd, dirt,
     assert len(flagged) == len(duplicates)
     for source in {d["source"] for d in dirt}:
         silver = e2e.lake.read(f"silver.{source}")
-        assert silver.count() == silver.select(*KEYS[source]).distinct().count(), source
+        assert silver.count() == silver.select(*table(f"silver.{source}").keys).distinct().count(), source
     # orders: the re-exported newer version (detail "old->new" status) is the one kept
     orders = landed["orders"]["silver"]
     newer = [(d["key"], d["detail"].split("->")[-1]) for d in dirt if d["source"] == "orders" and d["kind"] == "newer_version"]
@@ -146,15 +146,15 @@ def test_copies_and_old_versions_collapse_to_one_silver_row(e2e: EndToEnd, dirt,
 
 
 def test_every_batch_reconciles(e2e: EndToEnd) -> None:
-    batches = e2e.results["refine"].details["batches"]
+    batches = e2e.results["refine"].outcome.batches
     assert batches
     for pair, per_batch in batches.items():
         for batch, c in per_batch.items():
-            assert c["mapped"] == c["accepted"] + c["quarantined"], (pair, batch, c)
+            assert c.mapped == c.accepted + c.quarantined, (pair, batch, c)
     bronze = {w.table: w.rows for w in e2e.results["ingest"].writes}
     for source in ("customers", "orders", "order_items", "web_events", "feedback"):
-        silver_in = sum(c["accepted"] for c in batches[f"{source}->{source}"].values())
-        quarantined = sum(c["quarantined"] for c in batches[f"{source}->{source}"].values())
+        silver_in = sum(c.accepted for c in batches[f"{source}->{source}"].values())
+        quarantined = sum(c.quarantined for c in batches[f"{source}->{source}"].values())
         assert silver_in + quarantined == bronze[f"bronze.{source}"], source
 
 

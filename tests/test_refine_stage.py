@@ -27,7 +27,8 @@ from pyspark.sql.types import StringType
 from crm_spark.config import PathsSettings, Settings, SourceSettings, TargetMapping
 from crm_spark.errors import DataQualityError, EnvironmentSetupError, SourceError
 from crm_spark.lake import Lake, open_lake
-from crm_spark.stages import StageContext, StageResult, ingest, refine
+from crm_spark.stages import StageContext, StageResult, ingest, refine, run_stage
+from crm_spark.stages.refine import BatchCounts
 
 pytestmark = pytest.mark.slow
 
@@ -122,20 +123,20 @@ def scenario(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.T
         mp.setenv(KEY_ENV, KEY)
         _land(root, "customers/c1.csv", CUSTOMERS_1)
         _land(root, "feedback/f1.csv", FEEDBACK_1)
-        ingest.run(ctx)
-        first = refine.run(ctx)
+        run_stage(ctx, "ingest")
+        first = run_stage(ctx, "refine")
         snapshot()
-        second = refine.run(ctx)
+        second = run_stage(ctx, "refine")
         snapshot()
         _land(root, "customers/c2.csv", CUSTOMERS_2)
-        ingest.run(ctx)
-        third = refine.run(ctx)
+        run_stage(ctx, "ingest")
+        third = run_stage(ctx, "refine")
         snapshot()
         _land(root, "customers/c3.csv", CUSTOMERS_3)
-        ingest.run(ctx)
+        run_stage(ctx, "ingest")
         strict = s.model_copy(update={"refine": s.refine.model_copy(update={"max_reject_share": 0.1})})
         with pytest.raises(DataQualityError) as caught:
-            refine.run(StageContext(settings=strict, spark=spark, lake=lake))
+            run_stage(StageContext(settings=strict, spark=spark, lake=lake), "refine")
         snapshot()
     return Scenario(root, s, lake, first, second, third, caught.value, versions)
 
@@ -147,9 +148,9 @@ def _read(scenario: Scenario, table: str, step: int) -> DataFrame:
 
 # -- step 1 -------------------------------------------------------------------------------
 def test_per_batch_mapped_rows_are_accepted_plus_quarantined(scenario: Scenario) -> None:
-    assert scenario.first.details["batches"] == {
-        "customers->customers": {0: {"mapped": 7, "accepted": 5, "quarantined": 2, "deduplicated": 1}},
-        "feedback->feedback": {0: {"mapped": 6, "accepted": 5, "quarantined": 1, "deduplicated": 0}},
+    assert scenario.first.outcome.batches == {
+        "customers->customers": {0: BatchCounts(7, 5, 2, 1)},
+        "feedback->feedback": {0: BatchCounts(6, 5, 1, 0)},
     }
     for target, accepted, quarantined in [("customers", 5, 2), ("feedback", 5, 1)]:
         assert _read(scenario, f"silver.{target}", 1).count() == accepted
@@ -301,14 +302,14 @@ def test_feedback_text_has_contacts_masked(spark: SparkSession, scenario: Scenar
 # -- step 2 -------------------------------------------------------------------------------
 def test_second_run_with_nothing_new_changes_nothing(scenario: Scenario) -> None:
     assert scenario.second.writes == ()
-    assert scenario.second.details["batches"] == {}
+    assert scenario.second.outcome.batches == {}
     assert scenario.versions[1] == scenario.versions[0]
 
 
 # -- step 3 -------------------------------------------------------------------------------
 def test_a_new_batch_is_refined_alone(scenario: Scenario) -> None:
-    assert scenario.third.details["batches"] == {
-        "customers->customers": {1: {"mapped": 2, "accepted": 2, "quarantined": 0, "deduplicated": 0}},
+    assert scenario.third.outcome.batches == {
+        "customers->customers": {1: BatchCounts(2, 2, 0, 0)},
     }
     assert scenario.versions[2]["silver.feedback"] == scenario.versions[0]["silver.feedback"]
 
@@ -356,7 +357,7 @@ def test_a_mapping_naming_a_missing_column_is_a_one_line_source_error(
     wrong = customers.model_copy(update={"targets": {"customers": TargetMapping(columns={"city": "Town"})}})
     s = scenario.settings.model_copy(update={"sources": {"customers": wrong}})
     with pytest.raises(SourceError) as caught:  # the third customers file is still waiting to be refined
-        refine.run(StageContext(settings=s, spark=spark, lake=scenario.lake))
+        run_stage(StageContext(settings=s, spark=spark, lake=scenario.lake), "refine")
     message = str(caught.value)
     assert message.startswith("sources.customers.targets.customers: the mapping does not fit bronze.customers")
     assert "`Town`" in message and "\n" not in message
@@ -372,7 +373,7 @@ def test_missing_pii_key_outside_the_local_env_is_an_error(
     assert s.env != "local"
     ctx = StageContext(settings=s, spark=spark, lake=open_lake(spark, s))
     with pytest.raises(EnvironmentSetupError, match=KEY_ENV):
-        refine.run(ctx)
+        run_stage(ctx, "refine")
     assert not ctx.lake.exists("silver.customers")
 
 

@@ -703,7 +703,7 @@ def test_conform_explode_gives_one_row_per_basket_item(spark: SparkSession) -> N
 
 
 def test_to_silver_writes_exactly_the_silver_contract(spark: SparkSession) -> None:
-    from crm_spark.schemas import silver_schema
+    from crm_spark.contracts import table
 
     rows = [
         {"order_id": "O1", "line_no": "1", "product_id": "P1", "quantity": "3", "unit_price": "2.50", "discount": "0.1"}
@@ -715,5 +715,5 @@ def test_to_silver_writes_exactly_the_silver_contract(spark: SparkSession) -> No
         [("O1", 1, "P1", 3, "2.50", "0.1", "6.75", "0", "a.csv")],
         "order_id string, line_no int, product_id string, quantity int, unit_price string, discount string, "
         "line_amount string, _ingest_batch_id string, _source_file string",
-    ).select(*(F.col(f.name).cast(f.dataType) for f in silver_schema("order_items").fields))
+    ).select(*(F.col(f.name).cast(f.dataType) for f in table("silver.order_items").schema.fields))
     assert_df_equality(actual, expected, ignore_nullable=True)

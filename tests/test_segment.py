@@ -43,7 +43,8 @@ from crm_spark.ml.segment import (
     select_k,
     with_segment_names,
 )
-from crm_spark.schemas import CUSTOMER_FEATURES_DDL, customer_features_schema
+from crm_spark.contracts import table
+from crm_spark.contracts.gold import CUSTOMER_FEATURES_DDL
 from crm_spark.stages import StageContext, StageResult
 
 RULES = NamingRules()
@@ -353,7 +354,7 @@ GROUPS = {
 
 def _feature_rows() -> list[dict[str, Any]]:
     """Three planted groups of buyers (a value spread evenly over each range) and 5 prospects."""
-    names = customer_features_schema().fieldNames()
+    names = table("gold.customer_features").schema.fieldNames()
     rows = []
     for prefix, n, recency, frequency, monetary, tenure, visit in GROUPS.values():
         for i in range(n):
@@ -379,7 +380,7 @@ def _feature_rows() -> list[dict[str, Any]]:
 
 
 def _features_frame(spark: SparkSession) -> DataFrame:
-    schema = customer_features_schema()
+    schema = table("gold.customer_features").schema
     rows = [tuple(r[f.name] if f.dataType.typeName() != "double" else float(r[f.name]) for f in schema.fields)
             for r in _feature_rows()]
     return spark.createDataFrame(rows, CUSTOMER_FEATURES_DDL)
@@ -388,7 +389,8 @@ def _features_frame(spark: SparkSession) -> DataFrame:
 @pytest.fixture(scope="module")
 def stage_runs(spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The stage run twice on the same lake (same seed), with the tables after each run."""
-    from crm_spark.stages.segment import PROFILES, SEGMENTS, run
+    from crm_spark.stages import run_stage
+    from crm_spark.stages.segment import PROFILES, SEGMENTS
 
     root: Path = tmp_path_factory.mktemp("segment_stage")
     segment = settings.segment.model_copy(update={"k_min": 2, "k_max": 4, "restarts": 1})
@@ -400,11 +402,11 @@ def stage_runs(spark: SparkSession, settings: Settings, tmp_path_factory: pytest
         "gold.customer_features", _features_frame(spark), partition={"as_of_date": AS_OF}, partition_by=["as_of_date"]
     )
     ctx = StageContext(settings=own, spark=spark, lake=lake)  # no as-of: the latest date in the table
-    first = run(ctx)
+    first = run_stage(ctx, "segment")
     tables = {t: lake.read(t).cache() for t in (SEGMENTS, PROFILES)}
     for df in tables.values():
         df.count()
-    second = run(ctx)
+    second = run_stage(ctx, "segment")
     return {"ctx": ctx, "lake": lake, "root": root, "first": first, "second": second, "tables": tables,
             "features_version": written.version}
 
@@ -446,7 +448,7 @@ def test_stage_profiles_sizes_shares_and_revenue(stage_runs: dict[str, Any]) -> 
 @pytest.mark.slow
 def test_stage_chooses_k_by_silhouette(stage_runs: dict[str, Any]) -> None:
     first: StageResult = stage_runs["first"]
-    assert first.details["k"] == 3
+    assert first.outcome.k == 3
     assert [(w.table, w.rows) for w in first.writes] == [("gold.customer_segments", 65), ("gold.segment_profiles", 4)]
 
 
@@ -457,7 +459,7 @@ def test_a_rerun_with_the_same_seed_gives_the_same_segments(stage_runs: dict[str
     lake = stage_runs["lake"]
     again = lake.read("gold.customer_segments")
     assert_df_equality(again, stage_runs["tables"]["gold.customer_segments"], ignore_row_order=True)
-    assert stage_runs["second"].details["segments"] == stage_runs["first"].details["segments"]
+    assert stage_runs["second"].outcome.segments == stage_runs["first"].outcome.segments
 
 
 @pytest.mark.slow
@@ -465,7 +467,7 @@ def test_stage_logs_one_mlflow_run_with_lineage_metrics_and_model(stage_runs: di
     ctx: StageContext = stage_runs["ctx"]
     client = ctx.tracker.client
     first: StageResult = stage_runs["first"]
-    run = client.get_run(first.details["mlflow_run_id"])
+    run = client.get_run(first.mlflow_run_id)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "crm-spark/segment"
     assert run.info.run_name == f"segment-{AS_OF.isoformat()}"
@@ -478,7 +480,7 @@ def test_stage_logs_one_mlflow_run_with_lineage_metrics_and_model(stage_runs: di
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {f"figures/{n}" for n in ("segment_sizes.png", "segment_profiles_heatmap.png",
                                                  "segment_pca.png", "segment_k_selection.png")}
-    version = client.get_model_version("crm-spark-segment", str(first.details["model_version"]))
+    version = client.get_model_version("crm-spark-segment", str(first.model_version))
     assert version.run_id == run.info.run_id
 
 
@@ -486,15 +488,15 @@ def test_stage_logs_one_mlflow_run_with_lineage_metrics_and_model(stage_runs: di
 def test_each_run_registers_a_new_model_version_in_the_same_experiment(stage_runs: dict[str, Any]) -> None:
     client = stage_runs["ctx"].tracker.client
     first, second = stage_runs["first"], stage_runs["second"]
-    assert second.details["model_version"] == first.details["model_version"] + 1
-    runs = [client.get_run(r.details["mlflow_run_id"]) for r in (first, second)]
+    assert second.model_version == first.model_version + 1
+    runs = [client.get_run(r.mlflow_run_id) for r in (first, second)]
     assert runs[0].info.experiment_id == runs[1].info.experiment_id
 
 
 @pytest.mark.slow
 def test_segment_names_artifact_matches_the_table(stage_runs: dict[str, Any]) -> None:
     client = stage_runs["ctx"].tracker.client
-    run_id = stage_runs["first"].details["mlflow_run_id"]
+    run_id = stage_runs["first"].mlflow_run_id
     local = client.download_artifacts(run_id, "segment_names.json", str(stage_runs["root"]))
     logged = json.loads(Path(local).read_text())
     table = stage_runs["tables"]["gold.customer_segments"].where(F.col("cluster_id").isNotNull())
@@ -521,7 +523,7 @@ def test_the_registered_model_scores_customers_into_the_same_clusters(
     store = stage_runs["ctx"].tracker.uri
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", store)  # restored after the test; set_registry_uri exports it
     mlflow.set_registry_uri(store)
-    model = mlflow.spark.load_model(f"models:/crm-spark-segment/{first.details['model_version']}")
+    model = mlflow.spark.load_model(f"models:/crm-spark-segment/{first.model_version}")
     buyers = stage_runs["lake"].read("gold.customer_features").where(F.col("has_orders"))
     scored = {r.customer_id: r.cluster_id for r in model.transform(buyers).select("customer_id", "cluster_id").collect()}
     table = stage_runs["tables"]["gold.customer_segments"].where(F.col("cluster_id").isNotNull())

@@ -83,7 +83,7 @@ def _share_in(pipeline: dict[str, Any], archetype: str, names: set[str]) -> floa
 
 def test_every_customer_has_a_segment(pipeline: dict[str, Any]) -> None:
     assert set(pipeline["segments"]) == set(pipeline["truth"])
-    assert pipeline["results"]["segment"].details["k"] in range(4, 9)
+    assert pipeline["results"]["segment"].outcome.k in range(4, 9)
 
 
 def test_clusters_recover_the_archetypes(pipeline: dict[str, Any]) -> None:

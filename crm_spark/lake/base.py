@@ -176,6 +176,45 @@ class Lake(ABC):
     @abstractmethod
     def partition_columns(self, table: str) -> list[str]: ...
 
+    # -- metadata (answered from the Delta log where the engine can) ---------------------
+    def rows(self, table: str, *, partition: PartitionSpec | None = None) -> int:
+        """Rows in the table (or in some of its partitions) at its latest version."""
+        return int(self.read(table, partition=partition).count())
+
+    def max_value(self, table: str, column: str) -> Any:
+        """The largest non-null value of ``column`` (None for an empty table)."""
+        from pyspark.sql import functions as F
+
+        return self.read(table).agg(F.max(column)).first()[0]
+
+    def previous_rows(self, table: str, partition: PartitionSpec | None) -> int | None:
+        """What a write replacing ``partition`` is compared with by the row-count-change check.
+
+        The rows now in the partitions being replaced; for dates not written yet, the rows of the
+        latest earlier partition once per new date (the customer base only grows with the date).
+        The whole table for an unpartitioned overwrite; None for a first write.
+        """
+        if not self.exists(table):
+            return None
+        wanted = normalize_partition(partition)
+        if not wanted:
+            return self.rows(table) or None
+        replaced = self.rows(table, partition=partition)
+        if replaced or len(wanted) != 1:
+            return replaced or None
+        (col, values), = wanted.items()
+        earlier = [v for v in self.partition_values(table, col) if v is not None and v < min(v for v in values if v)]
+        if not earlier:
+            return None
+        return self.rows(table, partition={col: max(earlier)}) * len(values) or None
+
+    def partition_values(self, table: str, column: str) -> list[str | None]:
+        """The distinct values of a partition column, as the Delta log spells them."""
+        return sorted(
+            {partition_value(r[0]) for r in self.read(table).select(column).distinct().collect()},
+            key=lambda v: (v is None, v or ""),
+        )
+
     # -- writes -------------------------------------------------------------------------
     @abstractmethod
     def create(self, table: str, schema: StructType, *, partition_by: Sequence[str] = ()) -> WriteResult:

@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote
 
@@ -39,7 +39,7 @@ from deltalake.transaction import (
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import DateType, StringType, StructField, StructType
 
 from crm_spark.errors import LakeError
 from crm_spark.lake.base import (
@@ -56,6 +56,7 @@ from crm_spark.lake.base import (
 _UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping", "v2Checkpoint"}
 _FILE_COL = "__crm_file"
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_EPOCH = date(1970, 1, 1)
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]*$")
 
 
@@ -102,6 +103,44 @@ class EmbeddedLake(Lake):
     def read(self, table: str, *, version: int | None = None, partition: PartitionSpec | None = None) -> DataFrame:
         dt = self._table(table, version)
         return self._scan(dt, partition=partition, with_file=False)
+
+    # -- metadata from the log ------------------------------------------------------------
+    def rows(self, table: str, *, partition: PartitionSpec | None = None) -> int:
+        return sum(int(r["num_records"] or 0) for r in self._files(self._table(table), partition))
+
+    def partition_values(self, table: str, column: str) -> list[str | None]:
+        dt = self._table(table)
+        if column not in dt.metadata().partition_columns:
+            return super().partition_values(table, column)
+        values = {partition_value(r.get(f"partition.{column}")) for r in _add_actions(dt)}
+        return sorted(values, key=lambda v: (v is None, v or ""))
+
+    def max_value(self, table: str, column: str) -> Any:
+        """From partition values or per-file statistics in the log; a scan only for files without them."""
+        dt = self._table(table)
+        schema = _spark_schema(dt)
+        if column in dt.metadata().partition_columns:
+            values = [v for v in self.partition_values(table, column) if v is not None]
+            if not values:
+                return None
+            kind = schema[column].dataType
+            if isinstance(kind, DateType):
+                return date.fromisoformat(max(values))
+            if isinstance(kind, StringType):
+                return max(values)
+            return super().max_value(table, column)
+        actions = _add_actions(dt)
+        if actions and all(f"max.{column}" in r and (r[f"max.{column}"] is not None or r.get(f"null_count.{column}") == r["num_records"]) for r in actions):
+            found = [r[f"max.{column}"] for r in actions if r[f"max.{column}"] is not None]
+            return max(found) if found else None
+        return super().max_value(table, column)
+
+    def _files(self, dt: DeltaTable, partition: PartitionSpec | None) -> list[dict[str, Any]]:
+        wanted = normalize_partition(partition)
+        return [
+            r for r in _add_actions(dt)
+            if all(partition_value(r.get(f"partition.{c}")) in allowed for c, allowed in wanted.items())
+        ]
 
     # -- writes -------------------------------------------------------------------------
     def create(self, table: str, schema: StructType, *, partition_by: Sequence[str] = ()) -> WriteResult:
@@ -322,6 +361,8 @@ class EmbeddedLake(Lake):
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(target)
+        # Min/max of date columns go into the log, so "the latest date" is read from metadata.
+        date_columns = [f.name for f in df.schema.fields if isinstance(f.dataType, DateType) and f.name not in partition_by]
         adds = []
         for path, size, mtime in self._fs.list_files(target):
             name = path.rsplit("/", 1)[-1]
@@ -330,7 +371,7 @@ class EmbeddedLake(Lake):
                     self._fs.delete(path)
                 continue
             rel = path[len(target) :].lstrip("/")
-            rows = self._fs.parquet_rows(path)
+            rows, bounds = self._fs.parquet_stats(path, date_columns)
             if rows == 0:
                 self._fs.delete(path)
                 continue
@@ -344,9 +385,7 @@ class EmbeddedLake(Lake):
                         "escape; partition by a date, number or simple code"
                     )
                 values[col] = None if value == _HIVE_NULL else value
-            adds.append(
-                AddAction(f"{rel_dir}/{rel}", size, values, mtime, True, json.dumps({"numRecords": rows}))
-            )
+            adds.append(AddAction(f"{rel_dir}/{rel}", size, values, mtime, True, json.dumps({"numRecords": rows, **bounds})))
         return adds
 
     def _create(
@@ -434,14 +473,41 @@ class _HadoopFs:
         # Hadoop qualifies file:/x as file:/x; map back onto the URI we were given.
         return [(uri + p[len(root) :] if p.startswith(root) else p, size, mtime) for p, size, mtime in sorted(out)]
 
-    def parquet_rows(self, uri: str) -> int:
+    def parquet_stats(self, uri: str, date_columns: Sequence[str]) -> tuple[int, dict[str, Any]]:
+        """Row count and Delta statistics (min, max, null count) of ``date_columns``, from the footer only."""
         jvm = self._jvm
         input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(self._path(uri), self._conf)
         reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)
         try:
-            return int(reader.getRecordCount())
+            rows = int(reader.getRecordCount())
+            if not date_columns:
+                return rows, {}
+            low: dict[str, int] = {}
+            high: dict[str, int] = {}
+            nulls: dict[str, int] = {}
+            wanted = set(date_columns)
+            for block in reader.getFooter().getBlocks():
+                for chunk in block.getColumns():
+                    name = chunk.getPath().toDotString()
+                    if name not in wanted:
+                        continue
+                    stats = chunk.getStatistics()
+                    if stats is None or stats.isEmpty():
+                        nulls[name] = -1  # unknown: leave the column out
+                        continue
+                    nulls[name] = nulls.get(name, 0) + int(stats.getNumNulls()) if nulls.get(name, 0) >= 0 else -1
+                    if stats.hasNonNullValue():
+                        low[name] = min(low.get(name, 2**31), int(stats.genericGetMin()))
+                        high[name] = max(high.get(name, -(2**31)), int(stats.genericGetMax()))
         finally:
             reader.close()
+        known = [c for c in date_columns if nulls.get(c, -1) >= 0]
+        day = lambda n: (_EPOCH + timedelta(days=n)).isoformat()  # noqa: E731 - Parquet DATE is days since epoch
+        return rows, {
+            "minValues": {c: day(low[c]) for c in known if c in low},
+            "maxValues": {c: day(high[c]) for c in known if c in high},
+            "nullCount": {c: nulls[c] for c in known},
+        }
 
     def delete(self, uri: str) -> None:
         path = self._path(uri)

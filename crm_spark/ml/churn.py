@@ -37,7 +37,7 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationS
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from crm_spark.schemas import CUSTOMER_FEATURES_DDL
+from crm_spark.contracts.gold import CUSTOMER_FEATURES_DDL
 
 LABEL = "churned"
 WEIGHT = "class_weight"

@@ -1,43 +1,148 @@
-"""Stages of SPEC section 5, in pipeline order, and the context they run in.
+"""The stage kit: each stage of SPEC section 5 declared once, and the runner that composes them.
 
-A stage is ``run(ctx: StageContext) -> StageResult``: it reads tables, transforms with pure
-functions, passes its gate, writes tables and returns what it wrote. Stages are registered by
-module path and imported on first use, so ``crm-spark --help`` starts no Spark.
+A :class:`StageSpec` declares a stage's inputs, outputs, CLI options and entry points; from it
+come the run order, the skip messages, the CLI subcommands, the ``jobs/`` entry points, the
+Airflow DAG's tasks and the README's stage table. A stage module holds only what is particular
+to it: ``run(ctx, as_of)`` (``run(ctx)`` for the undated ingest and refine) reads through
+:meth:`StageContext.read`, transforms with pure functions and publishes through
+:meth:`StageContext.publish` (conform to the contract -> gate -> write), which records every
+input version, write and quality report for the result.
+
+The runner (:func:`run_stage`) checks the declared inputs exist (else the stage is skipped with
+the table and the stage that makes it), resolves the as-of date once per run from table
+metadata (the Delta log: partition values and file statistics, no scan), computes partitions a
+stage needs that are missing with the producing stage's backfill entry, and times the stage.
+Stage modules are imported on first use, so ``crm-spark --help`` starts no Spark.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from crm_spark.config import Settings
-from crm_spark.errors import ConfigError, StageNotBuiltError
+from crm_spark.errors import ConfigError, SourceError, StageNotBuiltError
 from crm_spark.lake import Lake, WriteResult
 
 if TYPE_CHECKING:
-    from crm_spark.quality import Gate
+    from crm_spark.quality import Gate, QualityReport
     from crm_spark.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+Inputs = Callable[[Settings], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line flag of one stage; with ``entry`` it runs that module function instead of ``run``."""
+
+    flag: str
+    help: str
+    entry: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage, declared once.
+
+    ``inputs`` are every table the stage may read (patterns allowed: ``bronze.*``);
+    ``required`` says, for a configuration, which of them must exist (default: all that are not
+    patterns); ``outputs`` the tables it writes. ``as_of_from`` lists the tables whose date
+    column (from their contract) gives the default as-of date, first existing wins. ``needs``
+    names a module function ``(settings, as_of, entry) -> {table: [dates]}`` of partitions that
+    must exist before the stage runs; ``backfill`` a module function ``(ctx, dates)`` that
+    computes given dates of the stage's outputs.
+    """
+
+    name: str
+    summary: str
+    module: str | None  # None: in the contract, not built yet
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    required: Inputs | None = None
+    dated: bool = True
+    as_of_from: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
+    needs: str | None = None
+    backfill: str | None = None
+
+    @property
+    def built(self) -> bool:
+        return self.module is not None
+
+    def required_inputs(self, settings: Settings) -> tuple[str, ...]:
+        if self.required is not None:
+            return tuple(self.required(settings))
+        return tuple(t for t in self.inputs if "*" not in t)
+
+    def writes(self, table: str) -> bool:
+        return any(fnmatch.fnmatchcase(table, pattern) for pattern in self.outputs)
+
+    def load(self, entry: str = "run") -> Callable[..., StageResult]:
+        """The stage's ``run`` (or another entry point of its module, e.g. churn's ``score``)."""
+        if self.module is None:
+            raise StageNotBuiltError(
+                f"stage '{self.name}' is not built yet in this version "
+                f"(built: {', '.join(s.name for s in STAGES if s.built) or 'none'})"
+            )
+        return getattr(importlib.import_module(self.module), entry)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What one stage did. The runner fills ``writes``, ``quality``, ``inputs`` and ``seconds``
+    from what the stage published and read; the stage adds its numbers and notes.
+
+    ``metrics`` are flat numbers (model quality, counts; a baseline's under ``baseline.<name>``)
+    shown in the summary and the report; ``outcome`` is the stage's own typed record.
+    """
+
+    stage: str
+    as_of: date | None = None
+    writes: tuple[WriteResult, ...] = ()
+    quality: tuple[QualityReport, ...] = ()
+    inputs: Mapping[str, int] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    model_version: int | None = None
+    notes: tuple[str, ...] = ()
+    skipped: str | None = None
+    seconds: float = 0.0
+    outcome: Any = None
+
+    @property
+    def rows(self) -> int:
+        return sum(w.rows for w in self.writes)
+
 
 @dataclass
 class StageContext:
-    """What a stage may touch: settings, the session, the lake, the as-of date, and (built on
-    first use) the data-quality gate and the MLflow tracker."""
+    """What a stage may touch: settings, the session, the lake, the requested as-of date, and
+    (built on first use) the data-quality gate and the MLflow tracker. One context serves a run."""
 
     settings: Settings
     spark: SparkSession
     lake: Lake
-    as_of: date | None = None
+    as_of: date | None = None  # --as-of; None: resolved once per run from the data
+    resolved_as_of: date | None = None
+    _reads: dict[str, int] = field(default_factory=dict)
+    _pins: dict[str, int] = field(default_factory=dict)
+    _writes: list[WriteResult] = field(default_factory=list)
+    _quality: list[Any] = field(default_factory=list)
 
     @cached_property
     def gate(self) -> Gate:
@@ -51,51 +156,110 @@ class StageContext:
 
         return Tracker(self.settings)
 
+    # -- reads ------------------------------------------------------------------------------
+    def exists(self, table: str) -> bool:
+        return self.lake.exists(table)
 
-@dataclass(frozen=True)
-class StageResult:
-    stage: str
-    writes: tuple[WriteResult, ...] = ()
-    skipped: str | None = None
-    notes: tuple[str, ...] = ()
-    seconds: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)
+    def read(self, table: str, *, partition: Mapping[str, Any] | None = None) -> DataFrame:
+        """``table`` at the version this stage pinned on its first read (recorded as an input).
 
-    @property
-    def rows(self) -> int:
-        return sum(w.rows for w in self.writes)
+        A table the stage publishes to is read again at its new version afterwards.
+        """
+        if table not in self._pins:
+            self._pins[table] = self.lake.version(table)
+            self._reads.setdefault(table, self._pins[table])
+        return self.lake.read(table, version=self._pins[table], partition=partition)
+
+    def input_versions(self) -> dict[str, int]:
+        return dict(self._reads)
+
+    # -- the one publish path ----------------------------------------------------------------
+    def publish(
+        self,
+        table: str,
+        df: DataFrame,
+        *,
+        partition: Mapping[str, Any] | None = None,
+        txn: Any = None,
+        batch_rows: int | None = None,
+        evolve: bool = False,
+    ) -> WriteResult:
+        """Conform ``df`` to the table's contract, gate it, write it as the contract says.
+
+        Overwrites replace ``partition`` (or the whole table); merges upsert by the contract's
+        keys; appends add. The row-count-change check compares with what the write replaces.
+        """
+        from crm_spark.contracts import contract_for
+
+        contract = contract_for(table)
+        if contract is None:
+            raise ConfigError(f"no contract declares {table} (crm_spark/contracts)")
+        if contract.ddl is not None:
+            df = contract.conform(df)
+        if contract.checks is not None:
+            previous = self.lake.previous_rows(table, partition) if contract.write == "overwrite" else None
+            report = self.gate.check(table, df, previous_rows=previous, as_of=self.resolved_as_of, batch_rows=batch_rows)
+            self._quality.append(report)
+        if contract.write == "merge":
+            write = self.lake.merge(table, df, keys=contract.keys, partition_by=contract.partition_by, txn=txn)
+        elif contract.write == "append":
+            write = self.lake.append(table, df, partition_by=contract.partition_by, txn=txn, evolve=evolve)
+        else:
+            write = self.lake.overwrite(table, df, partition=partition, partition_by=contract.partition_by, txn=txn)
+        self._writes.append(write)
+        self._pins.pop(table, None)
+        return write
+
+    def quality_summary(self) -> dict[str, Any]:
+        """The gate results of this stage so far, flat (``<table>.<field>``), for MLflow."""
+        return {f"{r.table}.{k}": v for r in self._quality for k, v in r.summary().items() if k != "table"}
+
+    def written_rows(self) -> dict[str, float]:
+        """Rows added by each write of this stage so far (``rows.<table>``), for MLflow."""
+        return {f"rows.{w.table}": float(w.rows) for w in self._writes}
+
+    def _begin(self) -> None:
+        self._reads, self._pins, self._writes, self._quality = {}, {}, [], []
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    summary: str
-    module: str | None  # None: in the contract, not built yet
+# -- the declarations -----------------------------------------------------------------------------
+def _basket_inputs(settings: Settings) -> list[str]:
+    return ["silver.orders", "silver.order_items", *(["silver.products"] if settings.basket.item_level == "category" else [])]
 
-    @property
-    def built(self) -> bool:
-        return self.module is not None
 
-    def load(self, entry: str = "run") -> Callable[[StageContext], StageResult]:
-        """The stage's ``run`` (or another entry point of its module, e.g. churn's ``score``)."""
-        if self.module is None:
-            raise StageNotBuiltError(
-                f"stage '{self.name}' is not built yet in this version "
-                f"(built: {', '.join(s.name for s in STAGES if s.built) or 'none'})"
-            )
-        return getattr(importlib.import_module(self.module), entry)  # type: ignore[no-any-return]
+def _churn_inputs(settings: Settings) -> list[str]:
+    return ["silver.orders" if settings.churn.label_source == "computed" else "silver.churn_labels"]
 
+
+_SILVER_OPTIONAL = ("silver.customers", "silver.order_items", "silver.products", "silver.web_events",
+                    "silver.social_interactions", "silver.feedback")
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest"),
-    StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", "crm_spark.stages.refine"),
-    StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", "crm_spark.stages.features"),
-    StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", "crm_spark.stages.segment"),
-    StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", "crm_spark.stages.basket"),
-    StageSpec("churn", "churn labels, model, champion/challenger registry, scores", "crm_spark.stages.churn"),
-    StageSpec("recommend", "ALS product recommendations", None),
-    StageSpec("clv", "customer lifetime value", None),
-    StageSpec("report", "self-contained HTML report of the run", None),
+    StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest",
+              outputs=("bronze.*",), dated=False),
+    StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", "crm_spark.stages.refine",
+              inputs=("bronze.*", "silver.*"), outputs=("silver.*", "quarantine.*"), dated=False),
+    StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", "crm_spark.stages.features",
+              inputs=("silver.orders", *_SILVER_OPTIONAL), outputs=("gold.customer_features",),
+              required=lambda s: ["silver.orders"], as_of_from=("silver.orders",), backfill="run_dates"),
+    StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", "crm_spark.stages.segment",
+              inputs=("gold.customer_features",), outputs=("gold.customer_segments", "gold.segment_profiles"),
+              as_of_from=("gold.customer_features",)),
+    StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", "crm_spark.stages.basket",
+              inputs=("silver.orders", "silver.order_items", "silver.products"),
+              outputs=("gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell"),
+              required=_basket_inputs, as_of_from=("silver.orders",)),
+    StageSpec("churn", "churn labels, model, champion/challenger registry, scores", "crm_spark.stages.churn",
+              inputs=("gold.customer_features", "silver.orders", "silver.churn_labels"),
+              outputs=("gold.churn_training", "gold.churn_scores"), required=_churn_inputs,
+              as_of_from=("gold.customer_features",), needs="needed_partitions",
+              options=(Option("--score", "only score --as-of with the registered champion model (no training)",
+                              entry="score"),)),
+    StageSpec("recommend", "ALS product recommendations", None,
+              inputs=("silver.orders", "silver.order_items", "silver.web_events"), outputs=("gold.recommendations",)),
+    StageSpec("clv", "customer lifetime value", None, inputs=("gold.customer_features", "silver.orders"),
+              outputs=("gold.clv",)),
+    StageSpec("report", "self-contained HTML report of the run", None, inputs=("gold.*",), outputs=()),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -107,14 +271,68 @@ def stage(name: str) -> StageSpec:
     raise KeyError(name)
 
 
+def producer(table: str) -> StageSpec | None:
+    """The stage that writes ``table``."""
+    return next((s for s in STAGES if s.writes(table)), None)
+
+
+def ordered(specs: Sequence[StageSpec]) -> list[StageSpec]:
+    """``specs`` in dependency order (a stage after the stages producing its inputs), ties in declaration order."""
+    remaining = list(specs)
+    done: list[StageSpec] = []
+    while remaining:
+        for spec in remaining:
+            blockers = [
+                other for other in remaining
+                if other is not spec and any(other.writes(t) or _pattern_meets(t, other) for t in spec.inputs)
+                and not any(spec.writes(t) or _pattern_meets(t, spec) for t in other.inputs)
+            ]
+            if not blockers:
+                done.append(spec)
+                remaining.remove(spec)
+                break
+        else:
+            raise ConfigError(f"stage declarations form a cycle: {', '.join(s.name for s in remaining)}")
+    return done
+
+
+def _pattern_meets(pattern: str, spec: StageSpec) -> bool:
+    return "*" in pattern and any(fnmatch.fnmatchcase(out, pattern) or fnmatch.fnmatchcase(pattern, out) for out in spec.outputs)
+
+
+def plan(names: Sequence[str] | None) -> list[StageSpec]:
+    """The stages ``run`` executes, in dependency order: the given subset or every built stage."""
+    if not names:
+        return ordered([s for s in STAGES if s.built])
+    unknown = [n for n in names if n not in STAGE_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown stages {', '.join(unknown)}; stages are {', '.join(STAGE_NAMES)}")
+    return ordered([s for s in STAGES if s.name in names])
+
+
+# -- the runner ------------------------------------------------------------------------------------
 def run_stage(ctx: StageContext, name: str, entry: str = "run") -> StageResult:
-    """Run one stage (or one of its other entry points), timed; a not-built stage raises StageNotBuiltError."""
-    fn = stage(name).load(entry)
+    """Run one stage (or another of its entry points): inputs checked, as-of resolved, timed."""
+    spec = stage(name)
+    fn = spec.load(entry)
     started = time.perf_counter()
     log.info("[%s] started", name)
-    result = fn(ctx)
+    ctx._begin()  # noqa: SLF001 - the runner owns the per-stage record
+    result = _skip_if_missing(ctx, spec)
+    as_of: date | None = None
+    if result is None and spec.dated:
+        as_of = resolve_as_of(ctx, spec)
+        if as_of is None:
+            result = StageResult(name, skipped=f"{' / '.join(spec.as_of_from)} hold no dated rows and no --as-of was given")
+    if result is None:
+        backfill_notes = _ensure_partitions(ctx, spec, as_of, entry) if as_of is not None and spec.needs else ()
+        result = fn(ctx, as_of) if spec.dated else fn(ctx)
+        result = replace(result, notes=(*backfill_notes, *result.notes))
     seconds = time.perf_counter() - started
-    result = StageResult(result.stage, result.writes, result.skipped, result.notes, seconds, result.details)
+    result = replace(
+        result, stage=name, as_of=as_of, seconds=seconds, writes=(*ctx._writes,), quality=(*ctx._quality,),  # noqa: SLF001
+        inputs=ctx.input_versions(),
+    )
     if result.skipped:
         log.info("[%s] skipped: %s", name, result.skipped)
     for w in result.writes:
@@ -123,11 +341,85 @@ def run_stage(ctx: StageContext, name: str, entry: str = "run") -> StageResult:
     return result
 
 
-def plan(names: Sequence[str] | None) -> list[StageSpec]:
-    """The stages ``run`` executes: the given subset (in pipeline order) or every built stage."""
-    if not names:
-        return [s for s in STAGES if s.built]
-    unknown = [n for n in names if n not in STAGE_NAMES]
-    if unknown:
-        raise ConfigError(f"unknown stages {', '.join(unknown)}; stages are {', '.join(STAGE_NAMES)}")
-    return [s for s in STAGES if s.name in names]
+def run_backfill(ctx: StageContext, name: str, dates: Sequence[date]) -> StageResult:
+    """Run a stage's declared backfill entry for ``dates`` on its own (e.g. ``features`` for a date range)."""
+    spec = stage(name)
+    if spec.backfill is None:
+        raise ConfigError(f"stage '{name}' has no backfill entry")
+    started = time.perf_counter()
+    ctx._begin()  # noqa: SLF001
+    if _skip_if_missing(ctx, spec) is not None:
+        return replace(_skip_if_missing(ctx, spec), seconds=time.perf_counter() - started)  # type: ignore[arg-type]
+    result = spec.load(spec.backfill)(ctx, list(dates))
+    return replace(result, stage=name, seconds=time.perf_counter() - started, writes=(*ctx._writes,),  # noqa: SLF001
+                   quality=(*ctx._quality,), inputs=ctx.input_versions())  # noqa: SLF001
+
+
+def finish_run(ctx: StageContext) -> None:
+    """Once per run, after the last stage: render Data Docs from the run's results."""
+    if "gate" in ctx.__dict__:
+        ctx.gate.build_docs()
+
+
+def _skip_if_missing(ctx: StageContext, spec: StageSpec) -> StageResult | None:
+    required = spec.required_inputs(ctx.settings)
+    missing = [t for t in required if not ctx.lake.exists(t)]
+    if not missing:
+        return None
+    maker = producer(missing[0])
+    how = f"run `crm-spark {maker.name}` first" if maker is not None and maker.built else "nothing builds it yet"
+    if maker is not None and maker.name == "refine":
+        how += " (or configure a source that feeds it)"
+    return StageResult(spec.name, skipped=f"{', '.join(missing)} not found: {how}")
+
+
+def resolve_as_of(ctx: StageContext, spec: StageSpec) -> date | None:
+    """``--as-of``, else the date already resolved in this run, else the latest date of the
+    first existing ``as_of_from`` table, read from its Delta log."""
+    if ctx.as_of is not None:
+        ctx.resolved_as_of = ctx.as_of
+        return ctx.as_of
+    if ctx.resolved_as_of is not None:
+        return ctx.resolved_as_of
+    from crm_spark.contracts import table as contract
+
+    for name in spec.as_of_from:
+        if ctx.lake.exists(name):
+            column = contract(name).date_column
+            found = ctx.lake.max_value(name, column) if column else None
+            if found is not None:
+                ctx.resolved_as_of = found
+                log.info("[%s] as of %s (the latest %s in %s)", spec.name, found, column, name)
+                return found  # type: ignore[no-any-return]
+    return None
+
+
+def _ensure_partitions(ctx: StageContext, spec: StageSpec, as_of: date, entry: str) -> tuple[str, ...]:
+    """Compute the partitions ``spec`` needs that are missing, with their producer's backfill entry."""
+    needed: dict[str, list[date]] = importlib.import_module(spec.module or "").__dict__[spec.needs or ""](
+        ctx.settings, as_of, entry
+    )
+    notes: list[str] = []
+    for table, dates in needed.items():
+        from crm_spark.contracts import table as contract
+
+        column = contract(table).partition_by[0]
+        present = set(ctx.lake.partition_values(table, column)) if ctx.lake.exists(table) else set()
+        missing = sorted(d for d in set(dates) if d.isoformat() not in present)
+        if not missing:
+            continue
+        shown = ", ".join(d.isoformat() for d in missing)
+        maker = producer(table)
+        stage_settings = getattr(ctx.settings, spec.name, None)
+        if maker is None or maker.backfill is None or not getattr(stage_settings, "backfill_features", True):
+            commands = "; ".join(f"crm-spark {maker.name if maker else '?'} --as-of {d.isoformat()}" for d in missing)
+            raise SourceError(
+                f"{table} has no rows as of {shown}: run `{commands}` first"
+                + (f", or set {spec.name}.backfill_features: true" if stage_settings is not None else "")
+            )
+        log.info("[%s] %s lacks %s: computing them with %s's backfill", spec.name, table, shown, maker.name)
+        result = maker.load(maker.backfill)(ctx, missing)
+        if result.skipped:
+            raise SourceError(f"cannot compute {table} as of {shown}: {result.skipped}")
+        notes += [f"computed {table} as of {shown} (backfill by {maker.name})", *result.notes]
+    return tuple(notes)

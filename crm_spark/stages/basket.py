@@ -37,7 +37,7 @@ from crm_spark.ml.basket import (
     purchase_lines,
     rule_stats,
 )
-from crm_spark.schemas import BASKET_ITEMSETS_DDL, BASKET_RULES_DDL, CROSS_SELL_DDL, conform
+from crm_spark.contracts import table
 from crm_spark.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -45,24 +45,15 @@ log = logging.getLogger(__name__)
 STAGE = "basket"
 ORDERS, ORDER_ITEMS, PRODUCTS = "silver.orders", "silver.order_items", "silver.products"
 ITEMSETS, RULES, CROSS_SELL = "gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell"
-GOLD_DDL: dict[str, str] = {ITEMSETS: BASKET_ITEMSETS_DDL, RULES: BASKET_RULES_DDL, CROSS_SELL: CROSS_SELL_DDL}
 # Rules drawn in the support/confidence figure: the strongest by lift, enough to show the shape.
 _FIGURE_RULES = 5000
 
 
-def run(ctx: StageContext) -> StageResult:
+def run(ctx: StageContext, as_of: date) -> StageResult:
     cfg = ctx.settings.basket
-    needed = [ORDERS, ORDER_ITEMS, *([PRODUCTS] if cfg.item_level == "category" else [])]
-    missing = [t for t in needed if not ctx.lake.exists(t)]
-    if missing:
-        return StageResult(STAGE, skipped=f"{', '.join(missing)} not found: run ingest and refine first")
-    versions = {t: ctx.lake.version(t) for t in (ORDERS, ORDER_ITEMS, PRODUCTS) if ctx.lake.exists(t)}
-    orders = ctx.lake.read(ORDERS, version=versions[ORDERS])
-    order_items = ctx.lake.read(ORDER_ITEMS, version=versions[ORDER_ITEMS])
-    products = ctx.lake.read(PRODUCTS, version=versions[PRODUCTS]) if PRODUCTS in versions else None
-    as_of = ctx.as_of or _latest_order_date(orders)
-    if as_of is None:
-        return StageResult(STAGE, skipped=f"{ORDERS} holds no dated orders")
+    orders = ctx.read(ORDERS)
+    order_items = ctx.read(ORDER_ITEMS)
+    products = ctx.read(PRODUCTS) if ctx.exists(PRODUCTS) else None
 
     lines = purchase_lines(orders, order_items, as_of=as_of, item_level=cfg.item_level, products=products).cache()
     baskets = baskets_from_items(lines).cache()
@@ -91,12 +82,8 @@ def run(ctx: StageContext) -> StageResult:
         names = item_names(products, item_level=cfg.item_level) if products is not None else _no_names(ctx.spark)
         gold = _gold_tables(model, lines, names, cfg=cfg, as_of=as_of, baskets=bound.baskets)
         cached.extend(gold.values())
-        reports = {t: ctx.gate.check(t, df, as_of=as_of) for t, df in gold.items()}
-        writes = tuple(
-            ctx.lake.overwrite(t, df, partition={"as_of_date": as_of}, partition_by=["as_of_date"])
-            for t, df in gold.items()
-        )
-        if not any(w.rows for w in writes if w.table == RULES):
+        writes = {t: ctx.publish(t, df, partition={"as_of_date": as_of}) for t, df in gold.items()}
+        if not writes[RULES].rows:
             notes.append(f"no rules at min_support={cfg.min_support}, min_confidence={cfg.min_confidence}, "
                          f"min_lift={cfg.min_lift}: lower them to get cross-sell suggestions")
         metrics = {
@@ -104,28 +91,20 @@ def run(ctx: StageContext) -> StageResult:
             **bound.as_metrics(),
             **rule_stats(gold[RULES]),
             **cross_sell_stats(gold[CROSS_SELL]),
-            **{f"rows.{w.table}": float(w.rows) for w in writes},
             "itemsets_mined_all_sizes": float(mined_count),
             "mining_seconds": mining_seconds,
         }
-        run_id = _log_run(
-            ctx, as_of=as_of, inputs=versions, cfg=cfg, metrics=metrics, reports=reports, rules=gold[RULES]
-        )
+        run_id = _log_run(ctx, as_of=as_of, cfg=cfg, metrics=metrics, rules=gold[RULES])
     finally:
         for df in cached:
             df.unpersist()
-    return StageResult(
-        STAGE,
-        writes=writes,
-        notes=tuple(notes),
-        details={"as_of": as_of.isoformat(), "mlflow_run_id": run_id, **{k: metrics[k] for k in ("baskets", "rules")}},
-    )
+    return StageResult(STAGE, notes=tuple(notes), metrics=metrics, mlflow_run_id=run_id)
 
 
 def _gold_tables(
     model: FPGrowthModel, lines: DataFrame, names: DataFrame, *, cfg: BasketSettings, as_of: date, baskets: int
 ) -> dict[str, DataFrame]:
-    """The three gold frames, named, stamped with the partition and cast to their contracts (cached)."""
+    """The three gold frames, named, stamped with the partition and item level, in contract shape (cached)."""
     rules = association_rules(model, min_lift=cfg.min_lift, max_size=cfg.max_itemset_size)
     itemsets = frequent_itemsets(model, baskets=baskets, max_size=cfg.max_itemset_size)
     suggestions = cross_sell(
@@ -139,7 +118,8 @@ def _gold_tables(
         ),
         CROSS_SELL: name_item(suggestions, names, item_col="item_id", name_col="item_name"),
     }
-    return {t: _conform(df, GOLD_DDL[t], as_of=as_of, item_level=cfg.item_level).cache() for t, df in frames.items()}
+    stamp = {"as_of_date": F.lit(as_of).cast("date"), "item_level": F.lit(cfg.item_level)}
+    return {t: table(t).conform(df.withColumns(stamp)).cache() for t, df in frames.items()}
 
 
 def guard_itemset_explosion(bound: ItemsetBound, cfg: BasketSettings) -> list[str]:
@@ -160,16 +140,6 @@ def guard_itemset_explosion(bound: ItemsetBound, cfg: BasketSettings) -> list[st
     return [f"{message}; mined anyway"]
 
 
-def _conform(df: DataFrame, ddl: str, *, as_of: date, item_level: str) -> DataFrame:
-    """Stamp the partition and item level, then select exactly the table's columns and types."""
-    stamped = df.withColumn("as_of_date", F.lit(as_of).cast("date")).withColumn("item_level", F.lit(item_level))
-    return conform(stamped, ddl)
-
-
-def _latest_order_date(orders: DataFrame) -> date | None:
-    return orders.agg(F.max("order_date")).first()[0]
-
-
 def _no_names(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame([], "item_id string, item_name string")
 
@@ -178,20 +148,8 @@ def _fmt_bound(value: float) -> str:
     return "more than 1e12" if value == float("inf") else f"{value:,.0f}"
 
 
-def _log_run(
-    ctx: StageContext,
-    *,
-    as_of: date,
-    inputs: Mapping[str, int],
-    cfg: BasketSettings,
-    metrics: Mapping[str, float],
-    reports: Mapping[str, Any],
-    rules: DataFrame,
-) -> str:
+def _log_run(ctx: StageContext, *, as_of: date, cfg: BasketSettings, metrics: Mapping[str, float], rules: DataFrame) -> str:
     """One MLflow run: thresholds, input versions, counts, the top rules and the rules figure."""
-    import mlflow
-
-    quality = {f"{t}.{k}": v for t, report in reports.items() for k, v in report.summary().items() if k != "table"}
     shown = (
         rules.orderBy(F.desc("lift"), F.desc("confidence"), F.asc("consequent"))
         .limit(max(cfg.top_rules_logged, _FIGURE_RULES))
@@ -204,11 +162,12 @@ def _log_run(
     )
     top = shown.head(cfg.top_rules_logged)
     params = cfg.model_dump(mode="json")
-    with ctx.tracker.start_run(STAGE, as_of=as_of, inputs=inputs, params=params, quality=quality) as run:
-        mlflow.log_metrics(dict(metrics))
-        mlflow.log_text(top.to_csv(index=False), "top_rules.csv")
-        figure = _rules_figure(shown, cfg, total=int(metrics["rules"]))
-        ctx.tracker.log_figure(figure, "basket_rules_support_confidence.png")
+    tracker = ctx.tracker
+    with tracker.start_run(STAGE, as_of=as_of, inputs=ctx.input_versions(), params=params,
+                           quality=ctx.quality_summary()) as run:
+        tracker.log_metrics({**metrics, **ctx.written_rows()})
+        tracker.log_text(top.to_csv(index=False), "top_rules.csv")
+        tracker.log_figure(_rules_figure(shown, cfg, total=int(metrics["rules"])), "basket_rules_support_confidence.png")
         return str(run.info.run_id)
 
 

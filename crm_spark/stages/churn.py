@@ -9,10 +9,11 @@ that date (buyers only, by default) with their label: no completed order in the 
 the date (``silver.orders``), or the user's ``silver.churn_labels`` (``churn.label_source:
 column``). Features come from the date's partition, so nothing after the date reaches them.
 
-Missing feature partitions. When ``gold.customer_features`` lacks T, T' or D, the stage
-computes them with the features stage's backfill (:func:`crm_spark.stages.features.run_dates`,
-one pass, one commit) and says so in its notes; with ``churn.backfill_features: false`` it stops
-with a SourceError naming the ``crm-spark features --as-of`` runs to do first.
+Missing feature partitions. The stage declares the partitions it needs
+(:func:`needed_partitions`: T, T' and D of ``gold.customer_features``); the runner computes the
+missing ones with the features stage's declared backfill (one pass, one commit) and says so in
+the notes; with ``churn.backfill_features: false`` it stops with a SourceError naming the
+``crm-spark features --as-of`` runs to do first.
 
 Flow of :func:`run`: gate and write the exact train + eval rows to ``gold.churn_training``
 (partition ``run_as_of_date`` = D); fit the tuned LR (and the GBT); evaluate each on T'; in one
@@ -20,13 +21,13 @@ MLflow run log metrics, curves, the tuning grid and every model, registered as a
 of ``crm-spark-churn``; move the alias ``champion`` to a new version only if it beats the
 current champion *re-evaluated on the same T' rows* by ``churn.promotion_metric`` (the first
 model becomes champion); then score D with the champion into ``gold.churn_scores``.
-:func:`score` is the scoring step alone (``crm-spark churn --score``).
+:func:`score` is the scoring step alone (``crm-spark churn --score``, a declared entry point).
+MLflow and its registry are reached through :class:`crm_spark.tracking.Tracker` only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -36,14 +37,14 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from crm_spark.config import ChurnSettings
+from crm_spark.config import ChurnSettings, Settings
+from crm_spark.contracts import table
 from crm_spark.errors import SourceError
-from crm_spark.lake import Lake, WriteResult
+from crm_spark.lake import WriteResult
 from crm_spark.ml import churn as ml
-from crm_spark.schemas import CHURN_SCORES_DDL, CHURN_TRAINING_DDL, conform
 from crm_spark.stages import StageContext, StageResult
 
-__all__ = ["MODEL_NAME", "CHAMPION", "ChurnDates", "churn_dates", "run", "score"]
+__all__ = ["MODEL_NAME", "CHAMPION", "ChurnDates", "ChurnOutcome", "churn_dates", "needed_partitions", "run", "score"]
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +84,42 @@ class _Candidate:
     version: int | None = None
 
 
+@dataclass(frozen=True)
+class ChurnOutcome:
+    dates: ChurnDates
+    rows: dict[str, int]  # train / eval
+    churn_rate: dict[str, float]
+    metrics: dict[str, dict[str, float]]  # model kind -> metric -> value
+    baseline_recency_roc_auc: float
+    versions: dict[str, int | None]  # model kind -> registered version
+    decisions: list[dict[str, Any]]
+    champion_version: int
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    score_as_of: date
+    model_version: int
+    scores: dict[str, Any]
+
+
 # -- entry points ------------------------------------------------------------------------------
-def run(ctx: StageContext) -> StageResult:
+def needed_partitions(settings: Settings, as_of: date, entry: str) -> dict[str, list[date]]:
+    """The ``gold.customer_features`` dates a run needs: T, T' and D (scoring alone: D)."""
+    if entry == "score":
+        return {FEATURES: [as_of]}
+    d = churn_dates(as_of, settings.churn)
+    return {FEATURES: [d.train, d.evaluate, d.score]}
+
+
+def run(ctx: StageContext, as_of: date) -> StageResult:
     """Train, evaluate, register, maybe promote, and score (see the module docstring)."""
     cfg = ctx.settings.churn
     label_table = ORDERS if cfg.label_source == "computed" else LABELS
-    if not ctx.lake.exists(label_table):
-        return StageResult(STAGE, skipped=f"{label_table} not found: run ingest and refine first")
-    score_date = _score_date(ctx)
-    if score_date is None:
-        return StageResult(STAGE, skipped=f"{FEATURES} not found and no --as-of given: run the features stage first")
-    dates = churn_dates(score_date, cfg)
+    dates = churn_dates(as_of, cfg)
     log.info("[churn] train as of %s, evaluate as of %s, score as of %s", dates.train, dates.evaluate, dates.score)
-    backfill, notes = _ensure_features(ctx, [dates.train, dates.evaluate, dates.score])
-
-    versions = {FEATURES: ctx.lake.version(FEATURES), label_table: ctx.lake.version(label_table)}
-    features = ctx.lake.read(FEATURES, version=versions[FEATURES])
-    label_frame = ctx.lake.read(label_table, version=versions[label_table])
+    features = ctx.read(FEATURES)
+    label_frame = ctx.read(label_table)
     if cfg.label_source == "computed":
         _check_label_coverage(label_frame, dates)
 
@@ -109,8 +129,7 @@ def run(ctx: StageContext) -> StageResult:
     try:
         counts = {"train": ml.label_counts(train), "eval": ml.label_counts(evaluate)}
         _check_classes(counts, dates, cfg)
-        training_write, training_quality = _write_training(ctx, train, evaluate, dates=dates, cfg=cfg)
-        versions[TRAINING] = training_write.version
+        training_write = _write_training(ctx, train, evaluate, dates=dates, cfg=cfg)
 
         weighted = _weighted(train, counts["train"], cfg).cache()
         cached.append(weighted)
@@ -121,97 +140,54 @@ def run(ctx: StageContext) -> StageResult:
             ", ".join(f"{c.kind} {cfg.promotion_metric} {c.evaluation.metrics[cfg.promotion_metric]:.4f}" for c in candidates),
             baseline,
         )
-        outcome = _track(ctx, candidates, evaluate, dates=dates, counts=counts, versions=versions, baseline=baseline,
-                         quality=training_quality, cfg=cfg, cached=cached)
+        outcome = _track(ctx, candidates, evaluate, dates=dates, counts=counts, training_version=training_write.version,
+                         baseline=baseline, cfg=cfg, cached=cached)
     finally:
         for df in cached:
             df.unpersist()
-    return StageResult(
-        STAGE,
-        writes=(*backfill, training_write, outcome["scores_write"]),
-        notes=(*notes, *outcome["notes"]),
-        details={
-            **dates.as_params(),
-            "rows": {k: v["rows"] for k, v in counts.items()},
-            "churn_rate": {k: v["positives"] / v["rows"] for k, v in counts.items()},
-            "metrics": {c.kind: c.evaluation.metrics for c in candidates},
-            "baseline_recency_roc_auc": baseline,
-            "versions": {c.kind: c.version for c in candidates},
-            "decisions": outcome["decisions"],
-            "champion_version": outcome["champion_version"],
-            "mlflow_run_id": outcome["run_id"],
-        },
+    result = ChurnOutcome(
+        dates=dates,
+        rows={k: int(v["rows"]) for k, v in counts.items()},
+        churn_rate={k: v["positives"] / v["rows"] for k, v in counts.items()},
+        metrics={c.kind: c.evaluation.metrics for c in candidates},
+        baseline_recency_roc_auc=baseline,
+        versions={c.kind: c.version for c in candidates},
+        decisions=outcome["decisions"],
+        champion_version=outcome["champion_version"],
     )
+    metrics = {
+        **{k: v for c in candidates for k, v in ml.prefixed(c.kind, c.evaluation.metrics).items()},
+        "baseline.recency.roc_auc": baseline,
+        "champion.version": float(result.champion_version),
+    }
+    return StageResult(STAGE, notes=tuple(outcome["notes"]), metrics=metrics, mlflow_run_id=outcome["run_id"],
+                       model_version=result.champion_version, outcome=result)
 
 
-def score(ctx: StageContext) -> StageResult:
+def score(ctx: StageContext, as_of: date) -> StageResult:
     """Scoring only (``crm-spark churn --score``): the registered champion scores D into ``gold.churn_scores``."""
-    import mlflow
-
     cfg = ctx.settings.churn
-    score_date = _score_date(ctx)
-    if score_date is None:
-        return StageResult(STAGE, skipped=f"{FEATURES} not found and no --as-of given: run the features stage first")
-    backfill, notes = _ensure_features(ctx, [score_date])
-    champion = _load_champion(ctx)
+    champion = ctx.tracker.model_by_alias(MODEL_NAME, CHAMPION)
     if champion is None:
         raise SourceError(
             f"no '{CHAMPION}' version of model {MODEL_NAME} in {ctx.tracker.uri}: "
-            f"train one first with `crm-spark churn --as-of {score_date.isoformat()}`"
+            f"train one first with `crm-spark churn --as-of {as_of.isoformat()}`"
         )
     version, model = champion
-    features_version = ctx.lake.version(FEATURES)
-    features = ctx.lake.read(FEATURES, version=features_version)
-    inputs = {FEATURES: features_version}
-    params = {"mode": "score", "score_as_of": score_date.isoformat(), "model_version": version}
-    with ctx.tracker.start_run(STAGE, as_of=score_date, inputs=inputs, params=params) as active:
-        mlflow.set_tags({"crm_spark.churn.mode": "score", "crm_spark.churn.model_version": str(version)})
-        write, summary = _publish_scores(ctx, model, version, features, as_of=score_date, cfg=cfg)
-        ctx.tracker.log_json(summary.pop("quality"), "quality_scores.json")
-        mlflow.log_metrics({**ml.prefixed("scores", summary), "scores.table_version": float(write.version)})
+    features = ctx.read(FEATURES)
+    params = {"mode": "score", "score_as_of": as_of.isoformat(), "model_version": version}
+    tracker = ctx.tracker
+    with tracker.start_run(STAGE, as_of=as_of, inputs=ctx.input_versions(), params=params) as active:
+        tracker.set_tags({"crm_spark.churn.mode": "score", "crm_spark.churn.model_version": version})
+        write, summary = _publish_scores(ctx, model, version, features, as_of=as_of, cfg=cfg)
+        tracker.log_json(ctx.quality_summary(), "quality_scores.json")
+        tracker.log_metrics({**ml.prefixed("scores", summary), "scores.table_version": float(write.version)})
         run_id = str(active.info.run_id)
-    return StageResult(
-        STAGE,
-        writes=(*backfill, write),
-        notes=notes,
-        details={"score_as_of": score_date.isoformat(), "model_version": version, "scores": summary, "mlflow_run_id": run_id},
-    )
+    return StageResult(STAGE, mlflow_run_id=run_id, model_version=version,
+                       metrics=ml.prefixed("scores", summary), outcome=ScoreOutcome(as_of, version, summary))
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def _score_date(ctx: StageContext) -> date | None:
-    if ctx.as_of is not None:
-        return ctx.as_of
-    if not ctx.lake.exists(FEATURES):
-        return None
-    return ctx.lake.read(FEATURES).agg(F.max("as_of_date")).first()[0]
-
-
-def _ensure_features(ctx: StageContext, dates: Sequence[date]) -> tuple[tuple[WriteResult, ...], tuple[str, ...]]:
-    """Make sure ``gold.customer_features`` holds every date: backfill the missing ones or say how."""
-    wanted = sorted(set(dates))
-    present: set[date] = set()
-    if ctx.lake.exists(FEATURES):
-        rows = ctx.lake.read(FEATURES, partition={"as_of_date": wanted}).select("as_of_date").distinct().collect()
-        present = {r[0] for r in rows}
-    missing = [d for d in wanted if d not in present]
-    if not missing:
-        return (), ()
-    shown = ", ".join(d.isoformat() for d in missing)
-    if not ctx.settings.churn.backfill_features:
-        commands = "; ".join(f"crm-spark features --as-of {d.isoformat()}" for d in missing)
-        raise SourceError(
-            f"{FEATURES} has no rows as of {shown}: run `{commands}` first, or set churn.backfill_features: true"
-        )
-    from crm_spark.stages.features import run_dates
-
-    log.info("[churn] %s lacks %s: computing them (churn.backfill_features)", FEATURES, shown)
-    result = run_dates(ctx, missing)
-    if result.skipped:
-        raise SourceError(f"cannot compute {FEATURES} as of {shown}: {result.skipped}")
-    return result.writes, (f"computed {FEATURES} as of {shown} (churn.backfill_features)", *result.notes)
-
-
 def _check_label_coverage(orders: DataFrame, dates: ChurnDates) -> None:
     """Computed labels at T' need orders up to D; a lake that ends earlier would call everyone churned."""
     latest = orders.agg(F.max("order_date")).first()[0]
@@ -242,14 +218,11 @@ def _check_classes(counts: dict[str, dict[str, float]], dates: ChurnDates, cfg: 
 
 def _write_training(
     ctx: StageContext, train: DataFrame, evaluate: DataFrame, *, dates: ChurnDates, cfg: ChurnSettings
-) -> tuple[WriteResult, dict[str, Any]]:
+) -> WriteResult:
     """The exact train and eval rows, gated, in ``gold.churn_training`` partition ``run_as_of_date`` = D."""
     rows = train.withColumn("split", F.lit("train")).unionByName(evaluate.withColumn("split", F.lit("eval")))
     rows = rows.withColumn("run_as_of_date", F.lit(dates.score)).withColumn("label_source", F.lit(cfg.label_source))
-    table = conform(rows, CHURN_TRAINING_DDL)
-    report = ctx.gate.check(TRAINING, table, as_of=dates.score)
-    write = ctx.lake.overwrite(TRAINING, table, partition={"run_as_of_date": dates.score}, partition_by=["run_as_of_date"])
-    return write, {f"{TRAINING}.{k}": v for k, v in report.summary().items() if k != "table"}
+    return ctx.publish(TRAINING, rows, partition={"run_as_of_date": dates.score})
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -298,40 +271,6 @@ def _evaluate(model: PipelineModel, evaluate: DataFrame, cfg: ChurnSettings, cac
 
 
 # -- registry ----------------------------------------------------------------------------------
-def _load_champion(ctx: StageContext) -> tuple[int, PipelineModel] | None:
-    """The version the alias points at and its Spark model, or None when there is no champion yet."""
-    import mlflow.spark
-    from mlflow.exceptions import MlflowException
-
-    try:
-        found = ctx.tracker.client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-    version = int(found.version)
-    # The artifact URI from this tracker's registry, not models:/ (which reads MLflow's global registry URI).
-    source = ctx.tracker.client.get_model_version_download_uri(MODEL_NAME, str(version))
-    log.info("[churn] loading %s version %d (%s) from %s", MODEL_NAME, version, CHAMPION, source)
-    return version, mlflow.spark.load_model(source)
-
-
-def _log_model(model: PipelineModel, *, name: str) -> int:
-    """Log and register a fitted pipeline; returns its version.
-
-    Not ``Tracker.log_spark_model``: that lets MLflow infer pip requirements, which starts a
-    second Python process that loads the model in a new Spark session (over a minute); the
-    requirement of a Spark ML model is pyspark itself.
-    """
-    import mlflow.spark
-    import pyspark
-
-    info = mlflow.spark.log_model(
-        model, artifact_path=name, registered_model_name=MODEL_NAME, pip_requirements=[f"pyspark=={pyspark.__version__}"]
-    )
-    return int(info.registered_model_version)
-
-
 def _track(
     ctx: StageContext,
     candidates: list[_Candidate],
@@ -339,15 +278,12 @@ def _track(
     *,
     dates: ChurnDates,
     counts: dict[str, dict[str, float]],
-    versions: dict[str, int],
+    training_version: int,
     baseline: float,
-    quality: dict[str, Any],
     cfg: ChurnSettings,
     cached: list[DataFrame],
 ) -> dict[str, Any]:
     """One MLflow run: metrics, figures, models, champion decisions, then the scores of D."""
-    import mlflow
-
     metric = cfg.promotion_metric
     tracker = ctx.tracker
     params = {
@@ -357,9 +293,10 @@ def _track(
         "registered_model": MODEL_NAME,
     }
     notes: list[str] = []
-    with tracker.start_run(STAGE, as_of=dates.score, inputs=versions, params=params, quality=quality) as active:
-        mlflow.set_tags({"crm_spark.churn.mode": "train"})
-        mlflow.log_metrics({
+    with tracker.start_run(STAGE, as_of=dates.score, inputs=ctx.input_versions(), params=params,
+                           quality=ctx.quality_summary()) as active:
+        tracker.set_tags({"crm_spark.churn.mode": "train"})
+        tracker.log_metrics({
             **{f"{split}.{k}": v for split, c in counts.items() for k, v in c.items()},
             **{k: v for c in candidates for k, v in ml.prefixed(c.kind, c.evaluation.metrics).items()},
             "baseline_recency.roc_auc": baseline,
@@ -370,7 +307,7 @@ def _track(
             tracker.log_json(c.evaluation.calibration.to_dict(orient="records"), f"{c.kind}_calibration.json")
         _log_figures(ctx, candidates, evaluate, counts)
 
-        champion = _load_champion(ctx)
+        champion = tracker.model_by_alias(MODEL_NAME, CHAMPION)
         champion_score = None
         champion_model: PipelineModel | None = None
         champion_version: int | None = None
@@ -380,11 +317,11 @@ def _track(
             if champion_score is None:
                 notes.append(f"{CHAMPION} version {champion_version} could not score the evaluation rows: any new model replaces it")
             else:
-                mlflow.log_metric(f"champion_before.{metric}", champion_score)
+                tracker.log_metrics({f"champion_before.{metric}": champion_score})
 
         decisions = []
         for c in candidates:
-            c.version = _log_model(c.model, name=f"model_{c.kind}")
+            c.version = tracker.log_spark_model(c.model, artifact_path=f"model_{c.kind}", registered_model=MODEL_NAME)
             value = c.evaluation.metrics[metric]
             promoted = ml.beats(value, champion_score, metric=metric, min_delta=cfg.promotion_min_delta)
             decision = {
@@ -393,31 +330,34 @@ def _track(
                 "min_delta": cfg.promotion_min_delta, "promoted": promoted,
             }
             decisions.append(decision)
-            _tag_version(ctx, c, dates=dates, versions=versions, promoted=promoted, metric=metric)
+            tracker.tag_version(MODEL_NAME, c.version, {
+                "crm_spark.kind": c.kind,
+                **{f"crm_spark.{k}": v for k, v in dates.as_params().items()},
+                "crm_spark.training_table_version": training_version,
+                f"crm_spark.eval.{metric}": f"{value:.6f}",
+                "crm_spark.promoted": str(promoted).lower(),
+            })
             if promoted:
-                tracker.client.set_registered_model_alias(MODEL_NAME, CHAMPION, str(c.version))
+                tracker.set_alias(MODEL_NAME, CHAMPION, c.version)
                 champion_version, champion_score, champion_model = c.version, value, c.model
             log.info(
                 "[churn] %s version %d (%s %s %.4f) vs champion %s (%s): %s", MODEL_NAME, c.version, c.kind, metric, value,
                 decision["champion_version"], _fmt(decision["champion_score"]), "promoted" if promoted else "kept champion",
             )
         tracker.log_json(decisions, "champion_decisions.json")
-        mlflow.set_tags({
-            "crm_spark.churn.champion_version": str(champion_version),
+        tracker.set_tags({
+            "crm_spark.churn.champion_version": champion_version,
             **{f"crm_spark.churn.decision.v{d['version']}": "promoted" if d["promoted"] else "kept" for d in decisions},
         })
         if champion_model is None or champion_version is None:  # only when every candidate scored NaN
             raise SourceError(f"no {CHAMPION} for {MODEL_NAME}: no model has a usable {metric} on the evaluation rows")
-        features = ctx.lake.read(FEATURES, version=versions[FEATURES])
-        scores_write, summary = _publish_scores(ctx, champion_model, champion_version, features, as_of=dates.score, cfg=cfg)
-        tracker.log_json(summary.pop("quality"), "quality_scores.json")
-        mlflow.log_metrics({**ml.prefixed("scores", summary), "scores.table_version": float(scores_write.version),
-                            "champion.version": float(champion_version)})
+        scores_write, summary = _publish_scores(ctx, champion_model, champion_version, ctx.read(FEATURES),
+                                                as_of=dates.score, cfg=cfg)
+        tracker.log_json(ctx.quality_summary(), "quality_scores.json")
+        tracker.log_metrics({**ml.prefixed("scores", summary), "scores.table_version": float(scores_write.version),
+                             "champion.version": float(champion_version)})
         run_id = str(active.info.run_id)
-    return {
-        "scores_write": scores_write, "decisions": decisions, "champion_version": champion_version, "run_id": run_id,
-        "notes": notes,
-    }
+    return {"decisions": decisions, "champion_version": champion_version, "run_id": run_id, "notes": notes}
 
 
 def _champion_score(model: PipelineModel, evaluate: DataFrame, cfg: ChurnSettings, cached: list[DataFrame]) -> float | None:
@@ -429,20 +369,6 @@ def _champion_score(model: PipelineModel, evaluate: DataFrame, cfg: ChurnSetting
     except (AnalysisException, IllegalArgumentException, Py4JJavaError) as exc:
         log.warning("[churn] the %s cannot score the evaluation rows (%s)", CHAMPION, str(exc).splitlines()[0])
         return None
-
-
-def _tag_version(
-    ctx: StageContext, c: _Candidate, *, dates: ChurnDates, versions: dict[str, int], promoted: bool, metric: str
-) -> None:
-    tags = {
-        "crm_spark.kind": c.kind,
-        **{f"crm_spark.{k}": v for k, v in dates.as_params().items()},
-        "crm_spark.training_table_version": str(versions[TRAINING]),
-        f"crm_spark.eval.{metric}": f"{c.evaluation.metrics[metric]:.6f}",
-        "crm_spark.promoted": str(promoted).lower(),
-    }
-    for key, value in tags.items():
-        ctx.tracker.client.set_model_version_tag(MODEL_NAME, str(c.version), key, value)
 
 
 def _log_figures(ctx: StageContext, candidates: list[_Candidate], evaluate: DataFrame, counts: dict[str, dict[str, float]]) -> None:
@@ -476,18 +402,13 @@ def _log_figures(ctx: StageContext, candidates: list[_Candidate], evaluate: Data
 def _publish_scores(
     ctx: StageContext, model: PipelineModel, version: int, features: DataFrame, *, as_of: date, cfg: ChurnSettings
 ) -> tuple[WriteResult, dict[str, Any]]:
-    """Score the population at ``as_of`` with ``model``, gate and overwrite that ``gold.churn_scores`` partition.
-
-    Returns the write and a summary: rows, mean probability, customers per band, and under
-    ``quality`` the gate's report summary.
-    """
+    """Score the population at ``as_of`` with ``model`` and publish that ``gold.churn_scores``
+    partition; returns the write and a summary (rows, mean probability, customers per band)."""
     at = ml.population(features.where(F.col("as_of_date") == F.lit(as_of)), who=cfg.population)
-    scores = conform(_scores(model, version, at, cfg), CHURN_SCORES_DDL).cache()
+    scores = table(SCORES).conform(_scores(model, version, at, cfg)).cache()
     try:
-        report = ctx.gate.check(SCORES, scores, previous_rows=_previous_rows(ctx.lake, as_of), as_of=as_of)
+        write = ctx.publish(SCORES, scores, partition={"as_of_date": as_of})
         summary: dict[str, Any] = ml.summarize_scores(scores, bands=[b.band for b in cfg.risk_bands])
-        summary["quality"] = report.summary()
-        write = ctx.lake.overwrite(SCORES, scores, partition={"as_of_date": as_of}, partition_by=["as_of_date"])
     finally:
         scores.unpersist()
     log.info("[churn] scored %s customers as of %s with %s version %d", f"{write.rows:,}", as_of, MODEL_NAME, version)
@@ -507,17 +428,6 @@ def _scores(model: PipelineModel, version: int, population: DataFrame, cfg: Chur
         F.lit(ml.model_kind(model)).alias("model_kind"),
         *(f"top_feature_{k + 1}" for k in range(_TOP_FEATURES)),
     )
-
-
-def _previous_rows(lake: Lake, as_of: date) -> int | None:
-    """Rows of the partition being replaced, else of the latest earlier one (the gate's shrink check)."""
-    if not lake.exists(SCORES):
-        return None
-    replaced = lake.read(SCORES, partition={"as_of_date": as_of}).count()
-    if replaced:
-        return replaced
-    earlier = lake.read(SCORES).where(F.col("as_of_date") < F.lit(as_of)).agg(F.max("as_of_date")).first()[0]
-    return None if earlier is None else lake.read(SCORES, partition={"as_of_date": earlier}).count()
 
 
 # -- helpers -----------------------------------------------------------------------------------

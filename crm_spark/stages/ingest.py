@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pyspark.errors import StreamingQueryException
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F
 
 from crm_spark.config import Settings, SourceSettings
 from crm_spark.errors import CrmSparkError, SourceError
-from crm_spark.lake import Txn, WriteResult
+from crm_spark.lake import Txn
 from crm_spark.sources.readers import CORRUPT, GLOBS, read_raw_files
 from crm_spark.stages import StageContext, StageResult
 
@@ -36,17 +37,29 @@ def source_uri(settings: Settings, source: SourceSettings) -> str:
     return f"{settings.paths.raw.rstrip('/')}/{source.path.strip('/')}"
 
 
+@dataclass(frozen=True)
+class SourceCounts:
+    """What one ingest run added from one source."""
+
+    files: int = 0
+    rows: int = 0
+    malformed: int = 0
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    sources: dict[str, SourceCounts]
+
+
 def run(ctx: StageContext) -> StageResult:
-    writes: list[WriteResult] = []
     notes: list[str] = []
-    details: dict[str, dict[str, int]] = {}
+    counts: dict[str, SourceCounts] = {}
     for name, source in ctx.settings.sources.items():
         if not source.enabled:
             notes.append(f"source {name} is disabled in config")
             continue
         outcome = ingest_source(ctx, name, source)
-        details[name] = {"files": outcome.files, "rows": outcome.rows, "malformed": outcome.malformed}
-        writes.extend(outcome.writes)
+        counts[name] = SourceCounts(outcome.files, outcome.rows, outcome.malformed)
         if outcome.files == 0:
             log.info("[ingest] %s: no new files", name)
         else:
@@ -54,9 +67,10 @@ def run(ctx: StageContext) -> StageResult:
                 "[ingest] %s: %d new files, %s rows (%s malformed kept with their raw line)",
                 name, outcome.files, f"{outcome.rows:,}", f"{outcome.malformed:,}",
             )
-    if not details:
+    if not counts:
         return StageResult(STAGE, skipped="no sources are configured (config key: sources)", notes=tuple(notes))
-    return StageResult(STAGE, writes=tuple(writes), notes=tuple(notes), details=details)
+    metrics = {f"{k}.{name}": float(getattr(c, k)) for name, c in counts.items() for k in ("files", "rows", "malformed")}
+    return StageResult(STAGE, notes=tuple(notes), metrics=metrics, outcome=IngestOutcome(counts))
 
 
 class _Outcome:
@@ -64,7 +78,6 @@ class _Outcome:
         self.files = 0
         self.rows = 0
         self.malformed = 0
-        self.writes: list[WriteResult] = []
         self.error: BaseException | None = None
 
 
@@ -100,13 +113,12 @@ def ingest_source(ctx: StageContext, name: str, source: SourceSettings) -> _Outc
                 rows = rows.withColumns({f.name: F.lit(None).cast(f.dataType) for f in absent})
             rows = rows.persist()
             try:
-                result = lake.append(table, rows, txn=Txn(f"ingest:{name}", batch_id), evolve=True)
+                result = ctx.publish(table, rows, txn=Txn(f"ingest:{name}", batch_id), evolve=True)
                 outcome.malformed += 0 if result.noop else rows.filter(F.col(CORRUPT).isNotNull()).count()
             finally:
                 rows.unpersist()
             outcome.files += len(files)
             outcome.rows += result.rows
-            outcome.writes.append(result)
         except BaseException as exc:  # re-raised after the query stops, with its own type
             outcome.error = exc
             raise

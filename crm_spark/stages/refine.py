@@ -19,16 +19,13 @@ from pyspark.sql import functions as F
 
 from crm_spark.config import Settings, SourceSettings, TargetMapping
 from crm_spark.errors import EnvironmentSetupError, SourceError
-from crm_spark.lake import Txn, WriteResult
-from crm_spark.schemas import KEYS
+from crm_spark.lake import Txn
+from crm_spark.contracts.silver import TARGET_ORDER, silver
 from crm_spark.stages import StageContext, StageResult
 from crm_spark.transforms import refine as R
 
 log = logging.getLogger(__name__)
 STAGE = "refine"
-TARGET_ORDER = (
-    "customers", "products", "orders", "order_items", "web_events", "social_interactions", "feedback", "churn_labels",
-)
 DEMO_PII_KEY = b"crm-spark-DEMO-key-not-a-secret"
 
 
@@ -51,20 +48,24 @@ def pii_key(settings: Settings) -> bytes:
 
 
 @dataclass(frozen=True)
-class PairOutcome:
-    source: str
-    target: str
-    batches: dict[int, dict[str, int]]
-    writes: tuple[WriteResult, ...]
-    gate_seconds: float
+class BatchCounts:
+    """One bronze batch refined into one silver table: mapped = accepted + quarantined."""
+
+    mapped: int
+    accepted: int
+    quarantined: int
+    deduplicated: int  # of the quarantined: copies and older versions of a key, not dirt
+
+
+@dataclass(frozen=True)
+class RefineOutcome:
+    batches: dict[str, dict[int, BatchCounts]]  # "<source>-><target>" -> bronze batch -> counts
 
 
 def run(ctx: StageContext) -> StageResult:
     key = pii_key(ctx.settings)
-    writes: list[WriteResult] = []
     notes: list[str] = []
-    details: dict[str, object] = {}
-    gate_seconds = 0.0
+    batches: dict[str, dict[int, BatchCounts]] = {}
     for target in TARGET_ORDER:
         feeding = [(n, s, s.targets[target]) for n, s in ctx.settings.sources.items() if s.enabled and target in s.targets]
         if not feeding:
@@ -72,29 +73,30 @@ def run(ctx: StageContext) -> StageResult:
                 notes.append(f"silver.{target}: no source is configured for it, skipped")
             continue
         for name, source, mapping in feeding:
-            if not ctx.lake.exists(f"bronze.{name}"):
+            if not ctx.exists(f"bronze.{name}"):
                 notes.append(f"bronze.{name} does not exist yet: run `crm-spark ingest` first")
                 continue
-            outcome = refine_pair(ctx, name, source, target, mapping, key=key)
-            if outcome is None:
+            counts = refine_pair(ctx, name, source, target, mapping, key=key)
+            if counts is None:
                 log.info("[refine] %s -> silver.%s: no new batches", name, target)
                 continue
-            writes.extend(outcome.writes)
-            gate_seconds += outcome.gate_seconds
-            details[f"{name}->{target}"] = outcome.batches
-    if not details and not writes and not any("exist" in n for n in notes):
+            batches[f"{name}->{target}"] = counts
+    if not batches and not any("exist" in n for n in notes):
         notes.append("nothing new to refine")
-    return StageResult(STAGE, writes=tuple(writes), notes=tuple(notes), details={"batches": details, "gate_seconds": gate_seconds})
+    totals = {k: float(sum(getattr(c, k) for b in batches.values() for c in b.values()))
+              for k in ("mapped", "accepted", "quarantined")}
+    return StageResult(STAGE, notes=tuple(notes), metrics=totals, outcome=RefineOutcome(batches))
 
 
 def refine_pair(
     ctx: StageContext, name: str, source: SourceSettings, target: str, mapping: TargetMapping, *, key: bytes
-) -> PairOutcome | None:
+) -> dict[int, BatchCounts] | None:
+    """Refine the bronze batches of ``name`` not yet in ``silver.<target>``; their counts, or None."""
     lake, settings = ctx.lake, ctx.settings
-    silver, quarantine = f"silver.{target}", f"quarantine.{target}"
+    silver_table, quarantine = f"silver.{target}", f"quarantine.{target}"
     app = f"refine:{name}"
-    done = min(_done(ctx, silver, app), _done(ctx, quarantine, app))
-    bronze = lake.read(f"bronze.{name}").filter(F.col("_ingest_batch_id") > done)
+    done = min(_done(ctx, silver_table, app), _done(ctx, quarantine, app))
+    bronze = ctx.read(f"bronze.{name}").filter(F.col("_ingest_batch_id") > done)
     last = bronze.agg(F.max("_ingest_batch_id")).first()[0]
     if last is None:
         return None
@@ -118,18 +120,19 @@ def refine_pair(
         defaults=_scoped(settings.refine.missing, target),
         country_aliases=settings.refine.country_aliases,
     )
-    known = {t: lake.read(f"silver.{t}") for t in R.TARGETS[target].refs.values() if lake.exists(f"silver.{t}")}
+    # Referenced tables at their latest version: customers refined a moment ago count as known.
+    known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}
     checked = R.check_references(checked, target=target, known=known)
     rules = {c: r.model_dump() for c, r in _scoped(settings.refine.outliers, target).items()}
     checked = R.outliers(checked, rules=rules)
     checked = R.dedupe(checked, target=target)
-    if lake.exists(silver):
-        checked = R.older_than_silver(checked, lake.read(silver), target=target)
+    if lake.exists(silver_table):
+        checked = R.older_than_silver(checked, ctx.read(silver_table), target=target)
     checked = checked.persist()
     try:
         per_batch = {
-            int(r["_ingest_batch_id"]): {"mapped": int(r["mapped"]), "accepted": int(r["accepted"]),
-                                         "quarantined": int(r["quarantined"]), "deduplicated": int(r["deduplicated"])}
+            int(r["_ingest_batch_id"]): BatchCounts(int(r["mapped"]), int(r["accepted"]), int(r["quarantined"]),
+                                                    int(r["deduplicated"]))
             for r in checked.groupBy("_ingest_batch_id").agg(
                 F.count(F.lit(1)).alias("mapped"),
                 F.sum(F.when(F.size(R.REASONS) == 0, 1).otherwise(0)).alias("accepted"),
@@ -138,24 +141,24 @@ def refine_pair(
             ).collect()
         }
         # Copies and older versions of a key are expected (snapshots, re-deliveries), not dirt:
-        # the reject-share gate counts them neither as mapped nor as rejected.
-        mapped = sum(b["mapped"] - b["deduplicated"] for b in per_batch.values())
-        # Cached: every expectation of the gate is a Spark job over it, and to_silver's native
-        # HMAC expressions make a large plan (about 1 MB per task) worth computing once.
+        # the reject-share check counts them neither as mapped nor as rejected.
+        mapped = sum(b.mapped - b.deduplicated for b in per_batch.values())
+        # Cached: the gate runs a few jobs over it and the merge another; to_silver's HMAC
+        # expressions are worth computing once.
         accepted = R.to_silver(R.accepted_rows(checked), target=target, key=key).persist()
-        rejected = R.quarantine_rows(checked, target=target, key=key)
-        report = ctx.gate.check(silver, accepted, previous_rows=None, as_of=None, batch_rows=mapped)
-        silver_write = lake.merge(silver, accepted, keys=list(KEYS[target]), txn=token)
-        quarantine_write = lake.append(quarantine, rejected, txn=token)
-        accepted.unpersist()
+        try:
+            ctx.publish(silver_table, accepted, txn=token, batch_rows=mapped)
+            ctx.publish(quarantine, R.quarantine_rows(checked, target=target, key=key), txn=token)
+        finally:
+            accepted.unpersist()
     finally:
         checked.unpersist()
     for batch, c in sorted(per_batch.items()):
         log.info(
             "[refine] %s -> silver.%s batch %d: %s mapped = %s accepted + %s quarantined",
-            name, target, batch, f"{c['mapped']:,}", f"{c['accepted']:,}", f"{c['quarantined']:,}",
+            name, target, batch, f"{c.mapped:,}", f"{c.accepted:,}", f"{c.quarantined:,}",
         )
-    return PairOutcome(name, target, per_batch, (silver_write, quarantine_write), report.seconds)
+    return per_batch
 
 
 def _done(ctx: StageContext, table: str, app: str) -> int:

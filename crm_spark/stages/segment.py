@@ -17,10 +17,8 @@ silhouette); they get ``segment.prospect_segment``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import DataFrame
@@ -47,7 +45,8 @@ from crm_spark.ml.segment import (
     unclustered,
     with_segment_names,
 )
-from crm_spark.schemas import CUSTOMER_SEGMENTS_DDL, SEGMENT_PROFILE_FEATURES, SEGMENT_PROFILES_DDL, conform
+from crm_spark.contracts import table
+from crm_spark.contracts.gold import SEGMENT_PROFILE_FEATURES
 from crm_spark.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -62,15 +61,17 @@ _HEATMAP_EXTRAS = ("orders_90d", "distinct_categories", "return_rate", "cart_aba
                    "mean_rating", "nps")
 
 
-def run(ctx: StageContext) -> StageResult:
+@dataclass(frozen=True)
+class SegmentOutcome:
+    k: int
+    silhouette: float
+    segments: dict[int, str]  # cluster id -> segment name
+    clustered_customers: int
+
+
+def run(ctx: StageContext, as_of: date) -> StageResult:
     cfg = ctx.settings.segment
-    if not ctx.lake.exists(FEATURES):
-        return StageResult(STAGE, skipped=f"{FEATURES} not found: run the features stage first")
-    version = ctx.lake.version(FEATURES)
-    as_of = ctx.as_of or _latest_as_of(ctx.lake.read(FEATURES, version=version))
-    if as_of is None:
-        return StageResult(STAGE, skipped=f"{FEATURES} holds no rows: run the features stage first")
-    features = ctx.lake.read(FEATURES, version=version, partition={PARTITION: as_of})
+    features = ctx.read(FEATURES, partition={PARTITION: as_of})
     _check_features(cfg, features.schema)
 
     population = features.cache()
@@ -91,49 +92,24 @@ def run(ctx: StageContext) -> StageResult:
         if cfg.buyers_only:
             rest = unclustered(population.where(~F.col("has_orders")), segment_name=cfg.prospect_segment)
             named = named.unionByName(rest, allowMissingColumns=True)
-        named = named.cache()
+        named = named.withColumn(PARTITION, F.lit(as_of).cast("date")).cache()
         cached.append(named)
-
-        gold = {
-            SEGMENTS: _conform(named, CUSTOMER_SEGMENTS_DDL, as_of=as_of),
-            PROFILES: _conform(
-                segment_profiles(named, by=[CLUSTER, SEGMENT], columns=SEGMENT_PROFILE_FEATURES),
-                SEGMENT_PROFILES_DDL,
-                as_of=as_of,
-            ),
-        }
-        previous = {SEGMENTS: _previous_rows(ctx, SEGMENTS, as_of)}
-        reports = {t: ctx.gate.check(t, df, as_of=as_of, previous_rows=previous.get(t)) for t, df in gold.items()}
-        writes = tuple(
-            ctx.lake.overwrite(t, df, partition={PARTITION: as_of}, partition_by=[PARTITION]) for t, df in gold.items()
-        )
-        run_id, model_version = _log_run(
-            ctx,
-            as_of=as_of,
-            inputs={FEATURES: version},
-            cfg=cfg,
-            fit=fit,
-            named=named,
-            profiles=gold[PROFILES],
-            clustered_rows=n,
-            reports=reports,
-            rows={w.table: w.rows for w in writes},
-        )
+        profiles = segment_profiles(named, by=[CLUSTER, SEGMENT], columns=SEGMENT_PROFILE_FEATURES)
+        profiles = profiles.withColumn(PARTITION, F.lit(as_of).cast("date"))
+        ctx.publish(SEGMENTS, named, partition={PARTITION: as_of})
+        ctx.publish(PROFILES, profiles, partition={PARTITION: as_of})
+        run_id, model_version = _log_run(ctx, as_of=as_of, cfg=cfg, fit=fit, named=named,
+                                         profiles=table(PROFILES).conform(profiles), clustered_rows=n)
     finally:
         for df in cached:
             df.unpersist()
+    silhouette = fit.selection.metrics_by_k[fit.selection.k]["silhouette"]
     return StageResult(
         STAGE,
-        writes=writes,
-        details={
-            "as_of": as_of.isoformat(),
-            "k": fit.selection.k,
-            "silhouette": fit.selection.metrics_by_k[fit.selection.k]["silhouette"],
-            "segments": dict(sorted(fit.names.items())),
-            "inputs": {FEATURES: version},
-            "mlflow_run_id": run_id,
-            "model_version": model_version,
-        },
+        metrics={"k": float(fit.selection.k), "silhouette": silhouette, "clustered_customers": float(n)},
+        mlflow_run_id=run_id,
+        model_version=model_version,
+        outcome=SegmentOutcome(fit.selection.k, silhouette, dict(sorted(fit.names.items())), n),
     )
 
 
@@ -169,10 +145,6 @@ def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cac
     return _Fit(pipeline_model(fitted, selection.model), selection, names, with_segment_names(assigned, names))
 
 
-def _latest_as_of(features: DataFrame) -> date | None:
-    return features.agg(F.max(PARTITION)).first()[0]
-
-
 def _check_features(cfg: SegmentSettings, schema: StructType) -> None:
     """Every configured feature is a numeric column of gold.customer_features."""
     numeric = [f.name for f in schema.fields if isinstance(f.dataType, NumericType)]
@@ -181,19 +153,6 @@ def _check_features(cfg: SegmentSettings, schema: StructType) -> None:
         raise ConfigError(
             f"segment.features {wrong} are not numeric columns of {FEATURES}; choose from {', '.join(numeric)}"
         )
-
-
-def _conform(df: DataFrame, ddl: str, *, as_of: date) -> DataFrame:
-    """Stamp the partition, then select exactly the table's columns and types."""
-    stamped = df.withColumn(PARTITION, F.lit(as_of).cast("date"))
-    return conform(stamped, ddl)
-
-
-def _previous_rows(ctx: StageContext, table: str, as_of: date) -> int | None:
-    """Rows now in the partition being replaced (the gate's row-count-change check)."""
-    if not ctx.lake.exists(table):
-        return None
-    return ctx.lake.read(table, partition={PARTITION: as_of}).count() or None
 
 
 def _population(named: DataFrame, columns: list[str]) -> dict[str, tuple[float, float]]:
@@ -210,20 +169,14 @@ def _log_run(
     ctx: StageContext,
     *,
     as_of: date,
-    inputs: Mapping[str, int],
     cfg: SegmentSettings,
     fit: _Fit,
     named: DataFrame,
     profiles: DataFrame,
     clustered_rows: int,
-    reports: Mapping[str, Any],
-    rows: Mapping[str, int],
 ) -> tuple[str, int]:
     """One MLflow run: settings, metrics per k, names, profiles, figures and the model."""
-    import mlflow
-
     selection = fit.selection
-    quality = {f"{t}.{k}": v for t, report in reports.items() for k, v in report.summary().items() if k != "table"}
     profile_frame = profiles.drop(PARTITION).toPandas()
     heatmap_columns = list(dict.fromkeys([*cfg.features, *NAMING_COLUMNS, *_HEATMAP_EXTRAS]))
     population = _population(named, heatmap_columns)
@@ -231,13 +184,13 @@ def _log_run(
     point_frame = points.toPandas()
     tracker = ctx.tracker
     params = cfg.model_dump(mode="json")
-    with tracker.start_run(STAGE, as_of=as_of, inputs=inputs, params=params, quality=quality) as run:
-        mlflow.log_metrics({**selection.metrics(), **{f"rows.{t}": float(n) for t, n in rows.items()},
-                            "clustered_customers": float(clustered_rows)})
+    with tracker.start_run(STAGE, as_of=as_of, inputs=ctx.input_versions(), params=params,
+                           quality=ctx.quality_summary()) as run:
+        tracker.log_metrics({**selection.metrics(), **ctx.written_rows(), "clustered_customers": float(clustered_rows)})
         for k, m in sorted(selection.metrics_by_k.items()):
-            mlflow.log_metrics({"silhouette_by_k": m["silhouette"], "cost_by_k": m["cost"]}, step=k)
+            tracker.log_metrics({"silhouette_by_k": m["silhouette"], "cost_by_k": m["cost"]}, step=k)
         tracker.log_json({str(k): v for k, v in sorted(fit.names.items())}, "segment_names.json")
-        mlflow.log_text(profile_frame.to_csv(index=False), "segment_profiles.csv")
+        tracker.log_text(profile_frame.to_csv(index=False), "segment_profiles.csv")
         drawn = {
             "segment_sizes.png": figures.segment_sizes_figure(profile_frame),
             "segment_profiles_heatmap.png": figures.profile_heatmap_figure(profile_frame, population, heatmap_columns),
@@ -247,5 +200,4 @@ def _log_run(
         for filename, fig in drawn.items():
             tracker.log_figure(fig, filename)
         version = tracker.log_spark_model(fit.model, artifact_path="model", registered_model=REGISTERED_MODEL)
-        mlflow.set_tag("crm_spark.registered_model_version", str(version))
         return str(run.info.run_id), version

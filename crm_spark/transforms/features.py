@@ -1,7 +1,7 @@
 """Customer features as of a date (SPEC section 5, stage 3): RFM, value tiers and behaviour.
 
 Grain of the result: one row per (customer_id, as_of_date), in the column order and types of
-``gold.customer_features`` (:data:`crm_spark.schemas.CUSTOMER_FEATURES_DDL`).
+``gold.customer_features`` (its contract: :data:`crm_spark.contracts.gold.CUSTOMER_FEATURES`).
 
 Point in time: a row for as-of date D uses only source rows dated on or before D (orders by
 ``order_date``; web events, social interactions and feedback by the UTC calendar date of their
@@ -33,14 +33,13 @@ from typing import Protocol
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from crm_spark.schemas import customer_features_schema
+from crm_spark.contracts.gold import CUSTOMER_FEATURES
 
 WINDOWS_DAYS = (30, 90, 365)
 SESSION_WINDOW_DAYS = 30
 SOCIAL_WINDOW_DAYS = 90
 COMPLAINT_WINDOW_DAYS = 90
 RFM_SCORE_BUCKETS = 5
-VALUE_TIERS = ("high", "mid", "low")
 
 _KEY = ["customer_id", "as_of_date"]
 _DAYS_BEFORE = "_days_before"
@@ -417,4 +416,4 @@ def customer_features(
 
 def conform(frame: DataFrame) -> DataFrame:
     """Select and cast to the ``gold.customer_features`` schema (order and types)."""
-    return frame.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in customer_features_schema().fields))
+    return CUSTOMER_FEATURES.conform(frame)

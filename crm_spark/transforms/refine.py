@@ -14,21 +14,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from crm_spark.schemas import (
-    FEEDBACK_CATEGORIES,
-    INTERACTION_TYPES,
-    KEYS,
-    ORDER_STATUSES,
-    WEB_EVENT_TYPES,
-    silver_schema,
-)
+from crm_spark.contracts import Field
+from crm_spark.contracts.silver import silver as contract
 
 REASONS = "_dq_reasons"
 RAW = "_raw"
@@ -38,109 +31,6 @@ NULL_TOKENS = ("", "n/a", "na", "null", "none", "nan", "-", "?")
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 # A run of 8+ digits/separators, not inside a longer token, and not an ISO date or timestamp.
 PHONE_RE = r"(?<![\w.+-])(?!\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?(?![\d-]))\+?\d[\d\s().-]{6,}\d"
-
-
-@dataclass(frozen=True)
-class Field:
-    """One target column: how to parse it and which rules it must pass."""
-
-    name: str
-    kind: str = "string"  # string | int | decimal(p,s) | double | timestamp | date | bool
-    required: bool = False
-    low: float | None = None
-    high: float | None = None
-    low_inclusive: bool = True
-    allowed: tuple[str, ...] | None = None
-    case: str | None = None  # lower | upper
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    name: str
-    fields: tuple[Field, ...]
-    refs: Mapping[str, str] = field(default_factory=dict)  # column -> silver table whose key it references
-    version_col: str | None = None  # newest value wins between versions of a key
-
-
-TARGETS: dict[str, TargetSpec] = {
-    "customers": TargetSpec(
-        "customers",
-        (
-            Field("customer_id", required=True),
-            Field("first_name"), Field("last_name"), Field("email"), Field("phone"),
-            Field("birth_date", "date"),
-            Field("gender", case="lower"),
-            Field("city"),
-            Field("country", case="upper"),
-            Field("signup_date", "date", required=True),
-            Field("acquisition_channel", case="lower"),
-            Field("updated_at", "timestamp", required=True),
-        ),
-        version_col="updated_at",
-    ),
-    "products": TargetSpec(
-        "products",
-        (
-            Field("product_id", required=True), Field("product_name"), Field("category"), Field("subcategory"),
-            Field("brand"), Field("list_price", "decimal(12,2)", required=True, low=0, low_inclusive=False),
-        ),
-    ),
-    "orders": TargetSpec(
-        "orders",
-        (
-            Field("order_id", required=True), Field("customer_id", required=True),
-            Field("order_ts", "timestamp", required=True), Field("channel", case="lower"),
-            Field("status", required=True, allowed=ORDER_STATUSES, case="lower"), Field("payment_type", case="lower"),
-        ),
-        refs={"customer_id": "customers"},
-    ),
-    "order_items": TargetSpec(
-        "order_items",
-        (
-            Field("order_id", required=True), Field("line_no", "int", required=True, low=0),
-            Field("product_id", required=True),
-            Field("quantity", "int", required=True, low=0, low_inclusive=False),
-            Field("unit_price", "decimal(12,2)", required=True, low=0, low_inclusive=False),
-            Field("discount", "decimal(5,4)", low=0, high=1),
-        ),
-        refs={"order_id": "orders", "product_id": "products"},
-    ),
-    "web_events": TargetSpec(
-        "web_events",
-        (
-            Field("event_id", required=True), Field("customer_id"), Field("session_id", required=True),
-            Field("event_ts", "timestamp", required=True),
-            Field("event_type", required=True, allowed=WEB_EVENT_TYPES, case="lower"),
-            Field("product_id"), Field("page"), Field("duration_sec", "int", low=0), Field("device", case="lower"),
-        ),
-        refs={"customer_id": "customers", "product_id": "products"},
-    ),
-    "social_interactions": TargetSpec(
-        "social_interactions",
-        (
-            Field("interaction_id", required=True), Field("customer_id", required=True),
-            Field("platform", case="lower"),
-            Field("interaction_type", required=True, allowed=INTERACTION_TYPES, case="lower"),
-            Field("sentiment", "double", low=-1, high=1), Field("ts", "timestamp", required=True),
-        ),
-        refs={"customer_id": "customers"},
-    ),
-    "feedback": TargetSpec(
-        "feedback",
-        (
-            Field("feedback_id", required=True), Field("customer_id", required=True),
-            Field("ts", "timestamp", required=True), Field("channel", case="lower"),
-            Field("rating", "int", low=1, high=5), Field("nps", "int", low=0, high=10),
-            Field("category", allowed=FEEDBACK_CATEGORIES, case="lower"), Field("text"), Field("resolved", "bool"),
-        ),
-        refs={"customer_id": "customers"},
-    ),
-    "churn_labels": TargetSpec(
-        "churn_labels",
-        (Field("customer_id", required=True), Field("churned", "bool", required=True), Field("label_date", "date")),
-        refs={"customer_id": "customers"},
-    ),
-}
 
 
 # -- conforming a source to a target ------------------------------------------------------
@@ -175,14 +65,14 @@ def conform(
     corrupt = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
     out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE))
     if collapse:
-        keys = list(KEYS[target])
+        keys = list(contract(target).keys)
         w = Window.partitionBy(*keys).orderBy(*(F.col(c).asc_nulls_last() for c in wanted))
         out = out.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
     return out
 
 
 def raw_columns(target: str) -> tuple[str, ...]:
-    return tuple(f.name for f in TARGETS[target].fields)
+    return tuple(f.name for f in contract(target).fields)
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -244,11 +134,15 @@ def validate(
     defaults: Mapping[str, str] | None = None,
     country_aliases: Mapping[str, str] | None = None,
 ) -> DataFrame:
-    """Typed target columns + ``_dq_reasons`` (empty array = accepted). One row per input row."""
-    spec = TARGETS[target]
+    """Typed target columns + ``_dq_reasons`` (empty array = accepted). One row per input row.
+
+    Each field is parsed once, in a first projection; the reasons are computed from the parsed
+    columns in a second one. (Written as one projection, every reason would repeat its field's
+    parse expression, and the plan of a wide table grows to a megabyte task binary.)
+    """
+    spec = contract(target)
     defaults = defaults or {}
-    typed: list[Column] = []
-    reasons: list[Column] = [F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_line"))]
+    parsed: list[Column] = []
     for f in spec.fields:
         raw = F.col(f.name)
         value = parse_field(f, raw, timestamp_formats=timestamp_formats)
@@ -257,7 +151,14 @@ def validate(
         present = clean_text(raw).isNotNull()
         if f.name in defaults:
             value = F.coalesce(value, F.when(~present, F.lit(defaults[f.name])).cast(_spark_type(f.kind)))
-        typed.append(value.alias(f.name))
+        parsed += [value.alias(f.name), present.alias(f"_present_{f.name}")]
+    passthrough = [F.col(f"`{c}`") for c in conformed.columns if c.startswith("_")]
+    raw_struct = F.struct(*[F.col(f.name) for f in spec.fields]).alias(RAW)
+    typed = conformed.select(*parsed, *passthrough, raw_struct)
+
+    reasons: list[Column] = [F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_line"))]
+    for f in spec.fields:
+        value, present = F.col(f.name), F.col(f"_present_{f.name}")
         reasons.append(F.when(present & value.isNull(), F.lit(f"bad_{f.name}")))
         if f.required:
             reasons.append(F.when(~present & value.isNull(), F.lit(f"missing_{f.name}")))
@@ -268,11 +169,11 @@ def validate(
             reasons.append(F.when(value.isNotNull() & below, F.lit(f"out_of_range_{f.name}")))
         if f.high is not None:
             reasons.append(F.when(value.isNotNull() & (value > F.lit(f.high)), F.lit(f"out_of_range_{f.name}")))
-    passthrough = [F.col(f"`{c}`") for c in conformed.columns if c.startswith("_")]
-    raw = F.struct(*[F.col(f.name) for f in spec.fields]).alias(RAW)
-    out = conformed.select(*typed, *passthrough, raw, F.array(*reasons).alias(REASONS))
     # keep one copy of each code, in a stable order
-    return out.withColumn(REASONS, F.array_sort(F.array_distinct(F.array_compact(F.col(REASONS)))))
+    codes = F.array_sort(F.array_distinct(F.array_compact(F.array(*reasons))))
+    return typed.select(
+        *(F.col(f.name) for f in spec.fields), *passthrough, F.col(RAW), codes.alias(REASONS)
+    )
 
 
 def _spark_type(kind: str) -> str:
@@ -289,10 +190,10 @@ def add_reason(df: DataFrame, condition: Column, code: str) -> DataFrame:
 
 def check_references(df: DataFrame, *, target: str, known: Mapping[str, DataFrame]) -> DataFrame:
     """``unknown_<col>`` for a non-null reference whose key is not in ``known[table]`` (one key column)."""
-    for col, table in TARGETS[target].refs.items():
+    for col, table in contract(target).refs.items():
         if table not in known:
             continue
-        key = KEYS[table][0]
+        key = contract(table).keys[0]
         keys = known[table].select(F.col(key).alias("_ref_key")).distinct().withColumn("_ref_hit", F.lit(True))
         df = df.join(keys, df[col] == keys["_ref_key"], "left")
         df = add_reason(df, F.col(col).isNotNull() & F.col("_ref_hit").isNull(), f"unknown_{col}").drop("_ref_key", "_ref_hit")
@@ -338,8 +239,8 @@ def dedupe(df: DataFrame, *, target: str) -> DataFrame:
     same file are resolved deterministically (by content hash) but not by line order, which
     bronze does not record.
     """
-    spec = TARGETS[target]
-    keys = list(KEYS[target])
+    spec = contract(target)
+    keys = list(contract(target).keys)
     data_cols = [f.name for f in spec.fields]
     order = ([F.col(spec.version_col).desc_nulls_last()] if spec.version_col else []) + [
         F.col("_ingest_batch_id").desc(), F.col("_source_file").desc(), F.xxhash64(*data_cols).desc()
@@ -358,10 +259,10 @@ def dedupe(df: DataFrame, *, target: str) -> DataFrame:
 
 def older_than_silver(df: DataFrame, silver: DataFrame, *, target: str) -> DataFrame:
     """``superseded_version`` for incoming rows older than the version silver already holds."""
-    spec = TARGETS[target]
+    spec = contract(target)
     if spec.version_col is None:
         return df
-    keys = list(KEYS[target])
+    keys = list(contract(target).keys)
     current = silver.select(*keys, F.col(spec.version_col).alias("_silver_version"))
     joined = df.join(current, on=keys, how="left")
     older = F.col("_silver_version").isNotNull() & (F.col(spec.version_col) < F.col("_silver_version"))
@@ -451,8 +352,8 @@ def to_silver(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
         )
     elif target == "feedback":
         df = df.withColumn("text", mask_contacts(F.col("text")))
-    # exactly the contract of crm_spark.schemas (e.g. the bronze batch id is a long, silver's a string)
-    return df.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in silver_schema(target).fields))
+    # exactly the contract of silver.<target> (e.g. the bronze batch id is a long, silver's a string)
+    return df.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in contract(target).schema.fields))
 
 
 def quarantine_rows(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
