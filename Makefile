@@ -11,7 +11,7 @@ DEMO_CUSTOMERS ?= 2000
 DEMO_SEED ?= 7
 PYTEST_ARGS ?=
 
-.PHONY: install java run test bench clean clean-data
+.PHONY: install java run test test-fast bench clean clean-data
 
 install: java $(STAMP)
 
@@ -47,8 +47,13 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The inner loop: unit tests only (no end-to-end run, no generated dataset), about a minute.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 bench: install
 	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_etl.py --quick
 
 clean-data:
 	rm -rf data lake

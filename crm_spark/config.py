@@ -211,15 +211,16 @@ class ChurnSettings(_Section):
         default="buyers", description="buyers: customers with a completed order by the as-of date; all: everyone"
     )
     class_weight: Literal["balanced", "none"] = "balanced"
-    tuning: Literal["cv", "tvs"] = Field(default="cv", description="CrossValidator or TrainValidationSplit")
+    tuning: Literal["cv", "tvs"] = Field(default="tvs", description="CrossValidator or TrainValidationSplit")
     folds: int = Field(default=3, ge=2, description="cv folds")
+    parallelism: int = Field(default=2, ge=1, description="grid points fitted at once")
     train_ratio: float = Field(default=0.75, gt=0.0, lt=1.0, description="tvs share used for fitting")
     reg_params: tuple[float, ...] = Field(default=(0.0, 0.01, 0.1), min_length=1)
-    elastic_net_params: tuple[float, ...] = Field(default=(0.0, 0.5), min_length=1)
+    elastic_net_params: tuple[float, ...] = Field(default=(0.0,), min_length=1)
     max_iter: int = Field(default=100, ge=1, description="LogisticRegression iterations")
     seed: int = 42
     challenger: Literal["gbt", "none"] = Field(default="gbt", description="also train a GBTClassifier challenger")
-    gbt_max_iter: int = Field(default=30, ge=1)
+    gbt_max_iter: int = Field(default=20, ge=1)
     gbt_max_depth: int = Field(default=4, ge=1)
     gbt_step_size: float = Field(default=0.1, gt=0.0, le=1.0)
     promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"] = "roc_auc"
@@ -516,6 +517,11 @@ def load_settings(
         raw=resolve_uri(settings.paths.raw, project_root, from_cli="paths.raw" in (overrides or {})),
         lake=resolve_uri(settings.paths.lake, project_root, from_cli="paths.lake" in (overrides or {})),
     )
+    from crm_spark.contracts import check_config_columns
+
+    problems = check_config_columns(settings)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return settings.model_copy(update={"paths": paths})
 
 

@@ -251,3 +251,38 @@ def test_public_dict_masks_secrets(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in repr(public) and "AKIA123" not in repr(public)
     assert settings.lake.storage_options["AWS_SECRET_ACCESS_KEY"].get_secret_value() == "s3cr3t-value"
     assert public["spark"]["conf"]["spark.sql.shuffle.partitions"] == 8
+
+
+# -- config keys that name columns are checked against the table contracts ------------------
+@pytest.mark.parametrize(
+    ("overlay", "key", "hint"),
+    [
+        ("refine:\n  missing:\n    orders.chanel: web\n", "'refine.missing.orders.chanel'", "silver.orders has no raw column 'chanel'"),
+        ("refine:\n  missing:\n    order.channel: web\n", "'refine.missing.order.channel'", "no silver table 'order'"),
+        ("refine:\n  outliers:\n    order_items.quantiy: {policy: cap, upper: 0.99}\n",
+         "'refine.outliers.order_items.quantiy'", "no numeric column 'quantiy'"),
+        ("refine:\n  outliers:\n    orders.channel: {policy: flag, upper: 0.99}\n",
+         "'refine.outliers.orders.channel'", "no numeric column 'channel'"),
+        ("segment:\n  features: [recency_days, monetry]\n  log_features: []\n", "'segment.features'", "monetry"),
+        ("segment:\n  features: [recency_days, rfm_segment]\n  log_features: []\n", "'segment.features'", "rfm_segment"),
+    ],
+)
+def test_a_config_key_naming_an_unknown_column_is_an_error_naming_the_key(
+    tmp_path: Path, overlay: str, key: str, hint: str
+) -> None:
+    conf = project(tmp_path, dev=overlay)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=conf / "dev.yaml", environ={})
+    message = one_line(caught)
+    assert key in message and hint in message
+
+
+def test_config_keys_naming_real_columns_load(tmp_path: Path) -> None:
+    conf = project(
+        tmp_path,
+        dev="refine:\n  missing:\n    orders.channel: web\n  outliers:\n    order_items.quantity: {policy: cap, upper: 0.99}\n"
+        "segment:\n  features: [recency_days, monetary]\n  log_features: [monetary]\n",
+    )
+    settings = load_settings(config_file=conf / "dev.yaml", environ={})
+    assert settings.refine.missing == {"orders.channel": "web"}
+    assert settings.segment.features == ("recency_days", "monetary")

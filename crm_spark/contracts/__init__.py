@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -24,7 +24,7 @@ from pyspark.sql.types import StructType
 
 from crm_spark.contracts.checks import Check, CheckContext, Checks
 
-__all__ = ["Field", "Table", "TABLES", "table", "contract_for", "register", "Check", "CheckContext"]
+__all__ = ["Field", "Table", "TABLES", "table", "contract_for", "register", "check_config_columns", "Check", "CheckContext"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Table:
     keys: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
     write: WriteMode = "overwrite"  # overwrite: by partition when partitioned
+    immutable: bool = False  # merge: rows never change once written (events), so only new keys are inserted
     fields: tuple[Field, ...] = ()  # silver: the raw columns a source maps onto, with their rules
     refs: Mapping[str, str] = field(default_factory=dict)  # column -> silver table whose key it references
     version_col: str | None = None  # newest value wins between versions of a key
@@ -112,6 +113,43 @@ def table(name: str) -> Table:
     if found is None or found.ddl is None:
         raise KeyError(f"no contract with a schema for {name}")
     return found
+
+
+def check_config_columns(settings: Any) -> list[str]:
+    """Config keys that name a column no contract has: one message per bad key (empty: all good).
+
+    ``refine.missing`` / ``refine.outliers`` keys are ``<table>.<column>`` of a silver table (a
+    raw column for defaults; a typed numeric column for outliers); ``segment.features`` and
+    ``segment.log_features`` are numeric columns of ``gold.customer_features``.
+    """
+    problems: list[str] = []
+    for section, kind in (("missing", "raw"), ("outliers", "numeric")):
+        for key in getattr(settings.refine, section):
+            target, _, column = key.partition(".")
+            contract = TABLES.get(f"silver.{target}")
+            if contract is None:
+                problems.append(f"'refine.{section}.{key}': no silver table '{target}' (tables: "
+                                f"{', '.join(sorted(n.split('.', 1)[1] for n in TABLES if n.startswith('silver.')))})")
+                continue
+            allowed = contract.raw_columns if kind == "raw" else _numeric(contract)
+            if column not in allowed:
+                problems.append(f"'refine.{section}.{key}': silver.{target} has no {kind} column '{column}' "
+                                f"(choose from {', '.join(allowed)})")
+    numeric = _numeric(TABLES["gold.customer_features"])
+    for key in ("features", "log_features"):
+        wrong = [c for c in getattr(settings.segment, key) if c not in numeric]
+        if wrong:
+            problems.append(f"'segment.{key}': {', '.join(wrong)} not numeric columns of gold.customer_features "
+                            f"(choose from {', '.join(numeric)})")
+    return problems
+
+
+_NUMERIC = re.compile(r"^(tinyint|smallint|int|integer|bigint|long|float|double|decimal.*)$")
+
+
+def _numeric(t: Table) -> tuple[str, ...]:
+    types = dict(re.findall(r"(?:^|,)\s*(\w+)\s+([\w(),]+?)(?=,\s*\w+\s|$)", t.ddl or ""))
+    return tuple(c for c in t.columns if _NUMERIC.match(types.get(c, "")))
 
 
 def _load() -> None:

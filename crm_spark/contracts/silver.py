@@ -45,10 +45,10 @@ def _reject_share(cc: CheckContext) -> list[Check]:
 
 def _silver(name: str, ddl: str, fields: tuple[Field, ...], *, keys: tuple[str, ...], doc: str,
             refs: dict[str, str] | None = None, version_col: str | None = None,
-            date_column: str | None = None) -> Table:
+            date_column: str | None = None, immutable: bool = False) -> Table:
     return Table(
         f"silver.{name}", ddl=f"{ddl}, {_LINEAGE}", keys=keys, write="merge", fields=fields, refs=refs or {},
-        version_col=version_col, checks=_silver_checks, date_column=date_column, doc=doc,
+        version_col=version_col, checks=_silver_checks, date_column=date_column, doc=doc, immutable=immutable,
     )
 
 
@@ -118,8 +118,8 @@ WEB_EVENTS = _silver(
         Field("event_type", required=True, allowed=WEB_EVENT_TYPES, case="lower"),
         Field("product_id"), Field("page"), Field("duration_sec", "int", low=0), Field("device", case="lower"),
     ),
-    keys=("event_id",), refs={"customer_id": "customers", "product_id": "products"},
-    doc="one row per web event (customer_id null: anonymous)",
+    keys=("event_id",), refs={"customer_id": "customers", "product_id": "products"}, immutable=True,
+    doc="one row per web event (customer_id null: anonymous); events never change: a re-delivered one is ignored",
 )
 SOCIAL_INTERACTIONS = _silver(
     "social_interactions",
@@ -131,7 +131,8 @@ SOCIAL_INTERACTIONS = _silver(
         Field("interaction_type", required=True, allowed=INTERACTION_TYPES, case="lower"),
         Field("sentiment", "double", low=-1, high=1), Field("ts", "timestamp", required=True),
     ),
-    keys=("interaction_id",), refs={"customer_id": "customers"}, doc="one row per social interaction",
+    keys=("interaction_id",), refs={"customer_id": "customers"}, immutable=True,
+    doc="one row per social interaction; interactions never change: a re-delivered one is ignored",
 )
 FEEDBACK = _silver(
     "feedback",

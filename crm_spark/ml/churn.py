@@ -210,6 +210,7 @@ def tuned_logistic_regression(
     seed: int,
     metric: Literal["areaUnderROC", "areaUnderPR"] = "areaUnderROC",
     columns: FeatureColumns | None = None,
+    parallelism: int = 1,
 ) -> CrossValidator | TrainValidationSplit:
     """The LR pipeline inside a seeded CrossValidator (``cv``) or TrainValidationSplit (``tvs``).
 
@@ -221,12 +222,12 @@ def tuned_logistic_regression(
     pipeline = churn_pipeline(lr, columns)
     if tuning == "cv":
         return CrossValidator(
-            estimator=pipeline, estimatorParamMaps=grid.build(), evaluator=evaluator, numFolds=folds, seed=seed, parallelism=1
+            estimator=pipeline, estimatorParamMaps=grid.build(), evaluator=evaluator, numFolds=folds, seed=seed, parallelism=parallelism
         )
     if tuning == "tvs":
         return TrainValidationSplit(
             estimator=pipeline, estimatorParamMaps=grid.build(), evaluator=evaluator, trainRatio=train_ratio, seed=seed,
-            parallelism=1,
+            parallelism=parallelism,
         )
     raise ValueError(f"tuning must be 'cv' or 'tvs', got {tuning!r}")
 

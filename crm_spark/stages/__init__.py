@@ -201,7 +201,8 @@ class StageContext:
             report = self.gate.check(table, df, previous_rows=previous, as_of=self.resolved_as_of, batch_rows=batch_rows)
             self._quality.append(report)
         if contract.write == "merge":
-            write = self.lake.merge(table, df, keys=contract.keys, partition_by=contract.partition_by, txn=txn)
+            write = self.lake.merge(table, df, keys=contract.keys, partition_by=contract.partition_by, txn=txn,
+                                    insert_only=contract.immutable)
         elif contract.write == "append":
             write = self.lake.append(table, df, partition_by=contract.partition_by, txn=txn, evolve=evolve)
         else:
@@ -308,6 +309,29 @@ def plan(names: Sequence[str] | None) -> list[StageSpec]:
     if unknown:
         raise ConfigError(f"unknown stages {', '.join(unknown)}; stages are {', '.join(STAGE_NAMES)}")
     return ordered([s for s in STAGES if s.name in names])
+
+
+def dependencies(specs: Sequence[StageSpec]) -> list[tuple[str, str]]:
+    """(upstream, downstream) pairs among ``specs``: the upstream stage writes a table the downstream reads."""
+    return [
+        (up.name, down.name)
+        for down in specs for up in specs
+        if up is not down and any(up.writes(t) or _pattern_meets(t, up) for t in down.inputs)
+        and not any(down.writes(t) or _pattern_meets(t, down) for t in up.inputs)
+    ]
+
+
+def stage_table() -> str:
+    """The README's stage table (Markdown), from the declarations."""
+    rows = ["| stage | what it does | reads | writes | options |", "|---|---|---|---|---|"]
+    for spec in STAGES:
+        what = spec.summary if spec.built else f"{spec.summary} (not built yet)"
+        options = ", ".join(f"`{o.flag}`" for o in spec.options) + ("" if spec.dated else ("; " if spec.options else "") + "no as-of date")
+        rows.append(
+            f"| `{spec.name}` | {what} | {', '.join(f'`{t}`' for t in spec.inputs) or 'raw files'} | "
+            f"{', '.join(f'`{t}`' for t in spec.outputs) or 'HTML report'} | {options} |"
+        )
+    return "\n".join(rows)
 
 
 # -- the runner ------------------------------------------------------------------------------------

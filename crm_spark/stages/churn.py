@@ -245,6 +245,7 @@ def _fit_candidates(train: DataFrame, evaluate: DataFrame, cfg: ChurnSettings, c
         tuner = ml.tuned_logistic_regression(
             max_iter=cfg.max_iter, weighted=weighted, tuning=cfg.tuning, reg_params=cfg.reg_params,
             elastic_net_params=cfg.elastic_net_params, folds=cfg.folds, train_ratio=cfg.train_ratio, seed=cfg.seed,
+            parallelism=cfg.parallelism,
             metric="areaUnderPR" if cfg.promotion_metric == "pr_auc" else "areaUnderROC",
         )
         log.info("[churn] tuning logistic regression (%s over %d grid points)", cfg.tuning, points)

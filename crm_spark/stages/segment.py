@@ -23,10 +23,8 @@ from datetime import date
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType, StructType
 
 from crm_spark.config import SegmentSettings
-from crm_spark.errors import ConfigError
 from crm_spark.ml import segment_figures as figures
 from crm_spark.ml.segment import (
     CLUSTER,
@@ -72,7 +70,6 @@ class SegmentOutcome:
 def run(ctx: StageContext, as_of: date) -> StageResult:
     cfg = ctx.settings.segment
     features = ctx.read(FEATURES, partition={PARTITION: as_of})
-    _check_features(cfg, features.schema)
 
     population = features.cache()
     cached: list[DataFrame] = [population]
@@ -143,16 +140,6 @@ def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cac
     names = name_segments(profile_rows(assigned), rules=NamingRules(**cfg.naming.model_dump()))
     log.info("[segment] segments: %s", ", ".join(f"{c}={n}" for c, n in sorted(names.items())))
     return _Fit(pipeline_model(fitted, selection.model), selection, names, with_segment_names(assigned, names))
-
-
-def _check_features(cfg: SegmentSettings, schema: StructType) -> None:
-    """Every configured feature is a numeric column of gold.customer_features."""
-    numeric = [f.name for f in schema.fields if isinstance(f.dataType, NumericType)]
-    wrong = [f for f in cfg.features if f not in numeric]
-    if wrong:
-        raise ConfigError(
-            f"segment.features {wrong} are not numeric columns of {FEATURES}; choose from {', '.join(numeric)}"
-        )
 
 
 def _population(named: DataFrame, columns: list[str]) -> dict[str, tuple[float, float]]:

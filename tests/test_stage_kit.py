@@ -1,0 +1,152 @@
+"""The stage kit: declarations drive run order, skips, the DAG, the jobs and the README; the
+declared inputs and outputs are what the stages really read and write; the as-of date comes from
+table metadata; one publish path; MLflow only in tracking.py."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from crm_spark.config import PathsSettings, Settings
+from crm_spark.contracts import TABLES, contract_for
+from crm_spark.lake import open_lake
+from crm_spark.stages import STAGES, StageContext, dependencies, ordered, plan, producer, run_stage, stage, stage_table
+from conftest import EndToEnd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _matches(table: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(table, p) for p in patterns)
+
+
+# -- the declarations ------------------------------------------------------------------------------
+def test_run_order_puts_every_producer_before_its_readers() -> None:
+    order = [s.name for s in ordered(list(reversed(STAGES)))]
+    for spec in STAGES:
+        for table in spec.inputs:
+            maker = producer(table)
+            if maker is not None and maker is not spec:
+                assert order.index(maker.name) < order.index(spec.name), (maker.name, spec.name, table)
+    assert [s.name for s in plan(None)] == ["ingest", "refine", "features", "segment", "basket", "churn"]
+    assert [s.name for s in plan(["churn", "ingest", "features"])] == ["ingest", "features", "churn"]
+
+
+def test_dag_edges_are_the_data_dependencies() -> None:
+    # Worked out from the declarations by hand: who writes what the other reads.
+    assert sorted(dependencies(plan(None))) == sorted([
+        ("ingest", "refine"), ("refine", "features"), ("refine", "basket"), ("refine", "churn"),
+        ("features", "segment"), ("features", "churn"),
+    ])
+    dag = (ROOT / "dags" / "crm_spark_daily.py").read_text()
+    assert "dependencies(specs)" in dag and "plan(None)" in dag
+    assert not re.search(r"STAGES\s*=\s*\[", dag), "the DAG must not repeat the stage list"
+
+
+def test_every_stage_has_its_job_entry_point() -> None:
+    for spec in STAGES:
+        job = ROOT / "jobs" / f"{spec.name}.py"
+        assert job.is_file(), job
+        assert f'main(["{spec.name}", *sys.argv[1:]])' in job.read_text(), job
+
+
+def test_readme_stage_table_is_generated_from_the_declarations() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- stages:begin -->\n(.*?)\n<!-- stages:end -->", readme, re.S)
+    assert block is not None, "README lacks the generated stage table markers"
+    assert block.group(1).strip() == stage_table().strip()
+
+
+def test_every_declared_table_has_a_contract() -> None:
+    for spec in STAGES:
+        for table in (*spec.inputs, *spec.outputs):
+            if "*" in table:
+                assert any(fnmatch.fnmatchcase(name, table) or name == table for name in TABLES), table
+            elif spec.built:
+                assert contract_for(table) is not None, table
+
+
+def test_no_stage_module_talks_to_mlflow() -> None:
+    for module in (ROOT / "crm_spark" / "stages").glob("*.py"):
+        text = module.read_text()
+        assert not re.search(r"^\s*(import mlflow|from mlflow)", text, re.M), module.name
+        assert "mlflow." not in text.replace("``", ""), module.name
+
+
+def test_churn_score_is_a_declared_option() -> None:
+    (option,) = stage("churn").options
+    assert (option.flag, option.entry) == ("--score", "score")
+
+
+# -- behaviour of the runner --------------------------------------------------------------------
+def test_missing_inputs_skip_with_the_table_and_the_stage_that_makes_it(
+    spark: SparkSession, settings: Settings, tmp_path: Path
+) -> None:
+    own = settings.model_copy(update={"paths": PathsSettings(raw=str(tmp_path / "raw"), lake=str(tmp_path / "lake"))})
+    ctx = StageContext(settings=own, spark=spark, lake=open_lake(spark, own))
+    segment = run_stage(ctx, "segment")
+    assert segment.skipped == "gold.customer_features not found: run `crm-spark features` first"
+    basket = run_stage(ctx, "basket")
+    assert basket.skipped is not None and basket.skipped.startswith("silver.orders, silver.order_items not found")
+    assert "`crm-spark refine`" in basket.skipped
+    assert segment.writes == () and basket.writes == ()
+
+
+@pytest.mark.slow
+def test_the_default_as_of_comes_from_log_statistics(e2e: EndToEnd) -> None:
+    lake = e2e.lake
+    from deltalake import DeltaTable
+    import pyarrow as pa
+
+    actions = pa.table(DeltaTable(lake.uri("silver.orders")).get_add_actions(flatten=True)).to_pylist()
+    assert actions and all(a["max.order_date"] is not None for a in actions)  # every file has its statistics
+    expected = lake.read("silver.orders").agg({"order_date": "max"}).first()[0]
+    assert lake.max_value("silver.orders", "order_date") == expected
+    partitions = lake.read("gold.customer_features").select("as_of_date").distinct().collect()
+    assert lake.max_value("gold.customer_features", "as_of_date") == max(r[0] for r in partitions)
+    assert lake.rows("gold.customer_features", partition={"as_of_date": date(2025, 6, 30)}) == (
+        lake.read("gold.customer_features", partition={"as_of_date": date(2025, 6, 30)}).count()
+    )
+
+
+# -- declarations against what the end-to-end run did ---------------------------------------------
+@pytest.mark.slow
+def test_declared_inputs_and_outputs_match_what_each_stage_read_and_wrote(e2e: EndToEnd) -> None:
+    for name, result in e2e.results.items():
+        spec = stage(name)
+        for table in result.inputs:
+            assert _matches(table, spec.inputs), f"{name} read {table}, not declared"
+        written = {w.table for w in result.writes}
+        for table in written:
+            assert _matches(table, spec.outputs) or (spec.needs and producer(table) is not spec), (
+                f"{name} wrote {table}, not declared"
+            )
+        for table in spec.outputs:
+            if "*" not in table:
+                assert table in written, f"{name} declares {table} but did not write it"
+        for table in spec.required_inputs(e2e.settings):
+            assert table in result.inputs, f"{name} requires {table} but did not read it"
+
+
+@pytest.mark.slow
+def test_every_gold_write_was_gated(e2e: EndToEnd) -> None:
+    for name, result in e2e.results.items():
+        gated = {q.table for q in result.quality}
+        for w in result.writes:
+            contract = contract_for(w.table)
+            if contract is not None and contract.checks is not None:
+                assert w.table in gated, f"{name} published {w.table} without its gate"
+    assert all(q.success for r in e2e.results.values() for q in r.quality)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["features", "segment", "basket", "churn"])
+def test_model_stages_record_their_input_versions(e2e: EndToEnd, name: str) -> None:
+    result = e2e.results[name]
+    assert result.inputs and all(isinstance(v, int) and v >= 0 for v in result.inputs.values())
+    assert result.as_of == date(2025, 6, 30)
