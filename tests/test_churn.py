@@ -282,6 +282,7 @@ def trained(spark: SparkSession, stage_settings: Settings, lake: Lake, local_tra
     return first, second
 
 
+@pytest.mark.slow
 def test_missing_feature_partitions_without_backfill_name_the_runs_to_do(
     spark: SparkSession, stage_settings: Settings, local_tracking
 ) -> None:
@@ -295,6 +296,7 @@ def test_missing_feature_partitions_without_backfill_name_the_runs_to_do(
     assert not bare_lake.exists("gold.customer_features") and not bare_lake.exists(stage.TRAINING)
 
 
+@pytest.mark.slow
 def test_training_table_keeps_the_point_in_time_rows_and_labels(trained, lake: Lake) -> None:
     rows = lake.read(stage.TRAINING, partition={"run_as_of_date": D}).select("split", "customer_id", "as_of_date", "churned")
     got = {(r["split"], r["customer_id"]): (r["as_of_date"], r["churned"]) for r in rows.collect()}
@@ -307,6 +309,7 @@ def test_training_table_keeps_the_point_in_time_rows_and_labels(trained, lake: L
     assert got == expected
 
 
+@pytest.mark.slow
 def test_first_model_becomes_champion(trained) -> None:
     first, _ = trained
     (decision,) = first.outcome.decisions
@@ -315,6 +318,7 @@ def test_first_model_becomes_champion(trained) -> None:
     assert first.outcome.metrics["logistic_regression"]["roc_auc"] > 0.9
 
 
+@pytest.mark.slow
 def test_worse_model_is_registered_but_champion_does_not_move(trained, stage_settings: Settings, local_tracking) -> None:
     first, second = trained
     (kept,) = second.outcome.decisions
@@ -334,6 +338,7 @@ def test_worse_model_is_registered_but_champion_does_not_move(trained, stage_set
     assert logged[0]["promoted"] is False and logged[0]["champion_score"] == pytest.approx(kept["champion_score"])
 
 
+@pytest.mark.slow
 def test_scoring_twice_gives_identical_scores(
     trained, spark: SparkSession, stage_settings: Settings, lake: Lake, local_tracking
 ) -> None:
@@ -349,6 +354,7 @@ def test_scoring_twice_gives_identical_scores(
     assert {r[0] for r in frames[2].select("model_version").distinct().collect()} == {first.outcome.champion_version}
 
 
+@pytest.mark.slow
 def test_scores_rank_customers_who_stopped_ordering_above_steady_ones(trained, lake: Lake) -> None:
     scores = lake.read(stage.SCORES, partition={"as_of_date": D})
     group = F.regexp_extract("customer_id", r"^[a-z]+", 0)

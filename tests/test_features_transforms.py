@@ -361,6 +361,7 @@ def test_segment_is_the_first_matching_rule(spark: SparkSession) -> None:
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
+@pytest.mark.slow
 def test_several_dates_equal_one_date_at_a_time(spark: SparkSession) -> None:
     dates = [date(2024, 6, 20), AS_OF]
     together = features(spark, as_of=dates, **WORLD)

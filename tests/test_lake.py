@@ -42,6 +42,7 @@ class TestEmbeddedLake(LakeContract):
 
 
 # -- crash safety -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_writer_killed_before_its_commit_leaves_the_table_as_it_was(
     lake: EmbeddedLake, spark: SparkSession, tmp_path: Path
 ) -> None:

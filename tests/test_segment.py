@@ -147,6 +147,7 @@ def _recovered(selection: Any, prepared: DataFrame, truth: list[int]) -> float:
     return float(adjusted_rand_score(truth, [assigned[i] for i in range(len(truth))]))
 
 
+@pytest.mark.slow
 def test_select_k_finds_the_number_of_blobs(blobs: tuple[DataFrame, list[int]]) -> None:
     prepared, truth = blobs
     selection = select_k(prepared, algorithm="kmeans", k_values=range(2, 7), seed=3, max_iter=30)
@@ -155,6 +156,7 @@ def test_select_k_finds_the_number_of_blobs(blobs: tuple[DataFrame, list[int]]) 
     assert sorted(selection.metrics_by_k) == [2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_bisecting_kmeans_finds_the_blobs_too(blobs: tuple[DataFrame, list[int]]) -> None:
     prepared, truth = blobs
     # Bisecting k-means splits greedily and one start can cut a blob in two: restarts, as configured.
@@ -163,6 +165,7 @@ def test_bisecting_kmeans_finds_the_blobs_too(blobs: tuple[DataFrame, list[int]]
     assert _recovered(selection, prepared, truth) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_gaussian_mixture_is_selectable_and_keeps_its_best_start(blobs: tuple[DataFrame, list[int]]) -> None:
     # Spark's EM starts from random samples and often stops in a local optimum (on these blobs
     # one seed in six finds them), so this checks the mechanics, not recovery: the model is a

@@ -119,8 +119,11 @@ def test_the_default_as_of_comes_from_log_statistics(e2e: EndToEnd) -> None:
 def test_declared_inputs_and_outputs_match_what_each_stage_read_and_wrote(e2e: EndToEnd) -> None:
     for name, result in e2e.results.items():
         spec = stage(name)
+        # A stage that needs partitions may run their producer's backfill, which reads that stage's inputs.
+        backfills = [producer(t) for t in spec.inputs] if spec.needs else []
+        allowed = (*spec.inputs, *(t for p in backfills if p is not None and p.backfill for t in p.inputs))
         for table in result.inputs:
-            assert _matches(table, spec.inputs), f"{name} read {table}, not declared"
+            assert _matches(table, allowed), f"{name} read {table}, not declared"
         written = {w.table for w in result.writes}
         for table in written:
             assert _matches(table, spec.outputs) or (spec.needs and producer(table) is not spec), (
