@@ -190,7 +190,7 @@ def _summary(out: TextIO, results: list[StageResult], seconds: float, *, pending
             if shown:
                 print(f"  {r.stage}: {', '.join(shown)}" + (f" (mlflow run {r.mlflow_run_id})" if r.mlflow_run_id else ""),
                       file=out)
-        gates = [q for q in r.quality]
+        gates = r.quality
         if gates:
             failed = sum(1 for q in gates if not q.success)
             print(f"  quality [{r.stage}]: {len(gates) - failed}/{len(gates)} gates passed in "

@@ -99,7 +99,6 @@ def register(*tables: Table) -> None:
 
 def contract_for(name: str) -> Table | None:
     """The contract of a table (exact name first, then a pattern), or None."""
-    _load()
     if name in TABLES:
         return TABLES[name]
     for pattern, t in TABLES.items():
@@ -150,10 +149,6 @@ _NUMERIC = re.compile(r"^(tinyint|smallint|int|integer|bigint|long|float|double|
 def _numeric(t: Table) -> tuple[str, ...]:
     types = dict(re.findall(r"(?:^|,)\s*(\w+)\s+([\w(),]+?)(?=,\s*\w+\s|$)", t.ddl or ""))
     return tuple(c for c in t.columns if _NUMERIC.match(types.get(c, "")))
-
-
-def _load() -> None:
-    """Kept for callers that run while this module is still importing (the imports below)."""
 
 
 # The declarations live in two modules that import the classes above: registered on import.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -85,12 +85,17 @@ def partition_value(value: Any) -> str | None:
     return str(value)
 
 
+def sorted_values(values: Iterable[str | None]) -> list[str | None]:
+    """Partition values in order, None (the Hive null partition) last."""
+    return sorted(values, key=lambda v: (v is None, v or ""))
+
+
 def normalize_partition(partition: PartitionSpec | None) -> dict[str, list[str | None]]:
     """``{"as_of_date": date(...)}`` or ``{"as_of_date": [d1, d2]}`` -> column -> allowed strings."""
     out: dict[str, list[str | None]] = {}
     for col, value in (partition or {}).items():
         values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        out[col] = sorted({partition_value(v) for v in values}, key=lambda v: (v is None, v or ""))
+        out[col] = sorted_values({partition_value(v) for v in values})
     return out
 
 
@@ -210,10 +215,7 @@ class Lake(ABC):
 
     def partition_values(self, table: str, column: str) -> list[str | None]:
         """The distinct values of a partition column, as the Delta log spells them."""
-        return sorted(
-            {partition_value(r[0]) for r in self.read(table).select(column).distinct().collect()},
-            key=lambda v: (v is None, v or ""),
-        )
+        return sorted_values({partition_value(r[0]) for r in self.read(table).select(column).distinct().collect()})
 
     # -- writes -------------------------------------------------------------------------
     @abstractmethod

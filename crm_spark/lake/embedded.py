@@ -51,6 +51,7 @@ from crm_spark.lake.base import (
     normalize_partition,
     partition_value,
     reconcile_schema,
+    sorted_values,
 )
 
 _UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping", "v2Checkpoint"}
@@ -112,8 +113,7 @@ class EmbeddedLake(Lake):
         dt = self._table(table)
         if column not in dt.metadata().partition_columns:
             return super().partition_values(table, column)
-        values = {partition_value(r.get(f"partition.{column}")) for r in _add_actions(dt)}
-        return sorted(values, key=lambda v: (v is None, v or ""))
+        return sorted_values({partition_value(r.get(f"partition.{column}")) for r in _add_actions(dt)})
 
     def max_value(self, table: str, column: str) -> Any:
         """From partition values or per-file statistics in the log; a scan only for files without them."""
@@ -423,10 +423,7 @@ class EmbeddedLake(Lake):
         filters = [(c, "in", vals) for c, vals in wanted.items()] or None
         removed = len(removes)
         if mode == "overwrite":
-            removed = sum(
-                all(partition_value(row.get(f"partition.{c}")) in vals for c, vals in wanted.items())
-                for row in _add_actions(dt)
-            )
+            removed = len(self._files(dt, partition))
         try:
             dt.create_write_transaction(
                 [*adds, *removes],

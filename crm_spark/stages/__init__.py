@@ -283,18 +283,22 @@ def ordered(specs: Sequence[StageSpec]) -> list[StageSpec]:
     done: list[StageSpec] = []
     while remaining:
         for spec in remaining:
-            blockers = [
-                other for other in remaining
-                if other is not spec and any(other.writes(t) or _pattern_meets(t, other) for t in spec.inputs)
-                and not any(spec.writes(t) or _pattern_meets(t, spec) for t in other.inputs)
-            ]
-            if not blockers:
+            if not any(_feeds(other, spec) for other in remaining if other is not spec):
                 done.append(spec)
                 remaining.remove(spec)
                 break
         else:
             raise ConfigError(f"stage declarations form a cycle: {', '.join(s.name for s in remaining)}")
     return done
+
+
+def _feeds(up: StageSpec, down: StageSpec) -> bool:
+    """``up`` writes a table ``down`` reads (and not the other way round: refine reads and writes silver)."""
+    return _reads_from(down, up) and not _reads_from(up, down)
+
+
+def _reads_from(reader: StageSpec, writer: StageSpec) -> bool:
+    return any(writer.writes(t) or _pattern_meets(t, writer) for t in reader.inputs)
 
 
 def _pattern_meets(pattern: str, spec: StageSpec) -> bool:
@@ -313,12 +317,7 @@ def plan(names: Sequence[str] | None) -> list[StageSpec]:
 
 def dependencies(specs: Sequence[StageSpec]) -> list[tuple[str, str]]:
     """(upstream, downstream) pairs among ``specs``: the upstream stage writes a table the downstream reads."""
-    return [
-        (up.name, down.name)
-        for down in specs for up in specs
-        if up is not down and any(up.writes(t) or _pattern_meets(t, up) for t in down.inputs)
-        and not any(down.writes(t) or _pattern_meets(t, down) for t in up.inputs)
-    ]
+    return [(up.name, down.name) for down in specs for up in specs if up is not down and _feeds(up, down)]
 
 
 def stage_table() -> str:
@@ -352,11 +351,8 @@ def run_stage(ctx: StageContext, name: str, entry: str = "run") -> StageResult:
         backfill_notes = _ensure_partitions(ctx, spec, as_of, entry) if as_of is not None and spec.needs else ()
         result = fn(ctx, as_of) if spec.dated else fn(ctx)
         result = replace(result, notes=(*backfill_notes, *result.notes))
-    seconds = time.perf_counter() - started
-    result = replace(
-        result, stage=name, as_of=as_of, seconds=seconds, writes=(*ctx._writes,), quality=(*ctx._quality,),  # noqa: SLF001
-        inputs=ctx.input_versions(),
-    )
+    result = _recorded(ctx, result, name, as_of=as_of, started=started)
+    seconds = result.seconds
     if result.skipped:
         log.info("[%s] skipped: %s", name, result.skipped)
     for w in result.writes:
@@ -372,11 +368,16 @@ def run_backfill(ctx: StageContext, name: str, dates: Sequence[date]) -> StageRe
         raise ConfigError(f"stage '{name}' has no backfill entry")
     started = time.perf_counter()
     ctx._begin()  # noqa: SLF001
-    if _skip_if_missing(ctx, spec) is not None:
-        return replace(_skip_if_missing(ctx, spec), seconds=time.perf_counter() - started)  # type: ignore[arg-type]
-    result = spec.load(spec.backfill)(ctx, list(dates))
-    return replace(result, stage=name, seconds=time.perf_counter() - started, writes=(*ctx._writes,),  # noqa: SLF001
-                   quality=(*ctx._quality,), inputs=ctx.input_versions())  # noqa: SLF001
+    result = _skip_if_missing(ctx, spec) or spec.load(spec.backfill)(ctx, list(dates))
+    return _recorded(ctx, result, name, as_of=None, started=started)
+
+
+def _recorded(ctx: StageContext, result: StageResult, name: str, *, as_of: date | None, started: float) -> StageResult:
+    """``result`` with what the runner measured and the context recorded: writes, gates, inputs, seconds."""
+    return replace(
+        result, stage=name, as_of=as_of, seconds=time.perf_counter() - started, writes=(*ctx._writes,),  # noqa: SLF001
+        quality=(*ctx._quality,), inputs=ctx.input_versions(),  # noqa: SLF001
+    )
 
 
 def finish_run(ctx: StageContext) -> None:
@@ -420,9 +421,7 @@ def resolve_as_of(ctx: StageContext, spec: StageSpec) -> date | None:
 
 def _ensure_partitions(ctx: StageContext, spec: StageSpec, as_of: date, entry: str) -> tuple[str, ...]:
     """Compute the partitions ``spec`` needs that are missing, with their producer's backfill entry."""
-    needed: dict[str, list[date]] = importlib.import_module(spec.module or "").__dict__[spec.needs or ""](
-        ctx.settings, as_of, entry
-    )
+    needed: dict[str, list[date]] = spec.load(spec.needs or "")(ctx.settings, as_of, entry)
     notes: list[str] = []
     for table, dates in needed.items():
         from crm_spark.contracts import table as contract
