@@ -218,6 +218,7 @@ class ChurnSettings(_Section):
     reg_params: tuple[float, ...] = Field(default=(0.0, 0.01, 0.1), min_length=1)
     elastic_net_params: tuple[float, ...] = Field(default=(0.0,), min_length=1)
     max_iter: int = Field(default=100, ge=1, description="LogisticRegression iterations")
+    tol: float = Field(default=1e-4, gt=0.0, lt=1.0, description="LogisticRegression convergence tolerance")
     seed: int = 42
     challenger: Literal["gbt", "none"] = Field(default="gbt", description="also train a GBTClassifier challenger")
     gbt_max_iter: int = Field(default=20, ge=1)

@@ -2,47 +2,37 @@
 
 The generator plants pairs (antecedent -> consequent) and triples (antecedent -> two
 consequents) between a popular antecedent and unpopular consequents, so every pair inside a
-planted group should stand out by lift. Silver-shaped orders and order lines are built from the
-generated raw CSVs with plain casts (dirty_rate 0, so nothing needs refining): this test is
-about the model, and ingest + refine + their gates would not fit its time budget.
+planted group should stand out by lift. Orders and order lines are read from the shared
+end-to-end run's silver tables (tests/conftest.py: 2,000 customers, 18 months, 1 % dirt
+quarantined by refine), so this module generates nothing of its own.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from datetime import date
 from pathlib import Path
 
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from crm_spark.generate import generate_dataset
+from conftest import E2E_END, EndToEnd
 from crm_spark.ml.basket import association_rules, baskets_from_items, cross_sell, fit_fpgrowth, purchase_lines
 
 pytestmark = pytest.mark.slow
 
-# One quarter keeps the generator quick (few daily files) with about 1,200 baskets.
-START, END = date(2024, 10, 1), date(2024, 12, 31)
+END = E2E_END
 
 
 @pytest.fixture(scope="module")
-def generated(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("basket_planted") / "raw"
-    generate_dataset(spark, out=str(out), customers=1000, seed=11, start=START, end=END, dirty_rate=0.0)
-    return out
+def generated(e2e: EndToEnd) -> Path:
+    return e2e.raw
 
 
 @pytest.fixture(scope="module")
-def lines(spark: SparkSession, generated: Path) -> DataFrame:
-    orders = spark.read.csv(str(generated / "orders"), header=True).select(
-        "order_id", "customer_id", F.to_date(F.to_timestamp("order_ts")).alias("order_date"), "status"
-    )
-    items = spark.read.csv(str(generated / "order_items"), header=True).select(
-        "order_id", "product_id", F.col("quantity").cast("int").alias("quantity")
-    )
-    return purchase_lines(orders, items, as_of=END).cache()
+def lines(e2e: EndToEnd) -> DataFrame:
+    return purchase_lines(e2e.lake.read("silver.orders"), e2e.lake.read("silver.order_items"), as_of=END).cache()
 
 
 @pytest.fixture(scope="module")

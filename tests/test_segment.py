@@ -160,7 +160,7 @@ def test_select_k_finds_the_number_of_blobs(blobs: tuple[DataFrame, list[int]]) 
 def test_bisecting_kmeans_finds_the_blobs_too(blobs: tuple[DataFrame, list[int]]) -> None:
     prepared, truth = blobs
     # Bisecting k-means splits greedily and one start can cut a blob in two: restarts, as configured.
-    selection = select_k(prepared, algorithm="bisecting", k_values=[3, 4, 5], seed=3, max_iter=30, restarts=3)
+    selection = select_k(prepared, algorithm="bisecting", k_values=[3, 4, 5], seed=3, max_iter=10, restarts=3)
     assert selection.k == 4
     assert _recovered(selection, prepared, truth) == pytest.approx(1.0)
 

@@ -181,8 +181,8 @@ def preprocessing(columns: FeatureColumns) -> list:
     return stages
 
 
-def logistic_regression(*, max_iter: int, weighted: bool) -> LogisticRegression:
-    lr = LogisticRegression(featuresCol=STD_FEATURES, labelCol=LABEL, maxIter=max_iter, family="binomial")
+def logistic_regression(*, max_iter: int, weighted: bool, tol: float = 1e-6) -> LogisticRegression:
+    lr = LogisticRegression(featuresCol=STD_FEATURES, labelCol=LABEL, maxIter=max_iter, tol=tol, family="binomial")
     return lr.setWeightCol(WEIGHT) if weighted else lr
 
 
@@ -203,6 +203,7 @@ def tuned_logistic_regression(
     max_iter: int,
     weighted: bool,
     tuning: Tuning,
+    tol: float = 1e-6,
     reg_params: Sequence[float],
     elastic_net_params: Sequence[float],
     folds: int,
@@ -216,7 +217,7 @@ def tuned_logistic_regression(
 
     Preprocessing is inside the tuned pipeline, so each fold fits its own imputer and scaler.
     """
-    lr = logistic_regression(max_iter=max_iter, weighted=weighted)
+    lr = logistic_regression(max_iter=max_iter, weighted=weighted, tol=tol)
     grid = ParamGridBuilder().addGrid(lr.regParam, list(reg_params)).addGrid(lr.elasticNetParam, list(elastic_net_params))
     evaluator = BinaryClassificationEvaluator(labelCol=LABEL, rawPredictionCol="rawPrediction", metricName=metric)
     pipeline = churn_pipeline(lr, columns)

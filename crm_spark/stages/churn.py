@@ -238,12 +238,12 @@ def _fit_candidates(train: DataFrame, evaluate: DataFrame, cfg: ChurnSettings, c
     points = len(cfg.reg_params) * len(cfg.elastic_net_params)
     if points == 1:  # nothing to choose between: fit once, no folds
         log.info("[churn] fitting logistic regression (one grid point: no %s)", cfg.tuning)
-        single = ml.logistic_regression(max_iter=cfg.max_iter, weighted=weighted)
+        single = ml.logistic_regression(max_iter=cfg.max_iter, weighted=weighted, tol=cfg.tol)
         single = single.setRegParam(cfg.reg_params[0]).setElasticNetParam(cfg.elastic_net_params[0])
         best, grid = ml.churn_pipeline(single).fit(train), []
     else:
         tuner = ml.tuned_logistic_regression(
-            max_iter=cfg.max_iter, weighted=weighted, tuning=cfg.tuning, reg_params=cfg.reg_params,
+            max_iter=cfg.max_iter, tol=cfg.tol, weighted=weighted, tuning=cfg.tuning, reg_params=cfg.reg_params,
             elastic_net_params=cfg.elastic_net_params, folds=cfg.folds, train_ratio=cfg.train_ratio, seed=cfg.seed,
             parallelism=cfg.parallelism,
             metric="areaUnderPR" if cfg.promotion_metric == "pr_auc" else "areaUnderROC",
