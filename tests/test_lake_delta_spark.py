@@ -19,7 +19,8 @@ from lake_contract import D1, ORDERS, LakeContract, assert_rows, orders
 
 TEST_CONF = Path(__file__).parent / "conf" / "test.yaml"
 NO_JARS = (
-    "delta-spark jars are not on the classpath (Maven Central unreachable); the embedded engine is tested instead"
+    "delta-spark jars are not on the classpath (make install does not fetch them yet); "
+    "the embedded engine is tested instead"
 )
 # Decided before any session starts, the way build_session decides to load the Delta extension;
 # the `lake` fixture still asks the running session. A plain skip mark (not skipif) so pytest
