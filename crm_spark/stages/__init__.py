@@ -352,12 +352,11 @@ def run_stage(ctx: StageContext, name: str, entry: str = "run") -> StageResult:
         result = fn(ctx, as_of) if spec.dated else fn(ctx)
         result = replace(result, notes=(*backfill_notes, *result.notes))
     result = _recorded(ctx, result, name, as_of=as_of, started=started)
-    seconds = result.seconds
     if result.skipped:
         log.info("[%s] skipped: %s", name, result.skipped)
     for w in result.writes:
         log.info("[%s] %s: %s rows %s (version %d)", name, w.table, f"{w.rows:,}", w.operation.lower(), w.version)
-    log.info("[%s] done in %.1fs", name, seconds)
+    log.info("[%s] done in %.1fs", name, result.seconds)
     return result
 
 
