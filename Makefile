@@ -7,13 +7,15 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JARS := jars/.fetched
 DEMO_CUSTOMERS ?= 2000
 DEMO_SEED ?= 7
 PYTEST_ARGS ?=
+MVN ?= mvn
 
 .PHONY: install java run test test-fast bench clean clean-data
 
-install: java $(STAMP)
+install: java $(STAMP) $(JARS)
 
 # Java 17+ is what Spark 4 needs; install the headless JRE only when java is missing.
 java:
@@ -37,6 +39,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# delta-spark (jars/delta) and, for the HDFS test, hadoop-client-minicluster (jars/test) from Maven
+# Central, versions in jvm/pom.xml; Maven's own cache (~/.m2) keeps them across clones. Without
+# Maven Central the install goes on and the embedded Delta engine is used.
+$(JARS): jvm/pom.xml
+	if ! command -v mvn >/dev/null 2>&1; then
+		echo "mvn not found: installing maven with apt-get (it fetches the delta-spark jars)"
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null) \
+			|| echo "warning: could not install maven; the embedded Delta engine will be used"
+	fi
+	rm -rf jars/delta jars/test
+	for profile in delta:io.delta test:org.apache.hadoop,org.junit.jupiter,org.junit.platform,org.opentest4j,org.apiguardian,junit,org.hamcrest; do
+		group=$${profile#*:}; profile=$${profile%%:*}
+		if ! log=$$($(MVN) -B -q -f jvm/pom.xml -P $$profile dependency:copy-dependencies -DincludeScope=runtime \
+				-DincludeGroupIds=$$group -DoutputDirectory=$(CURDIR)/jars/$$profile 2>&1); then
+			echo "warning: Maven Central unreachable, jars/$$profile not fetched ($$(echo "$$log" | sed -e 's/\x1b\[[0-9;]*m//g' | grep -m1 ERROR)); the embedded Delta engine will be used"
+			rm -rf jars/$$profile
+			exit 0
+		fi
+	done
+	touch $(JARS)
+
 # Generate the demo dataset (once) and run every built stage on the embedded default.
 run: install
 	if [ ! -d data/raw/customers ]; then
@@ -59,4 +82,4 @@ clean-data:
 	rm -rf data lake
 
 clean: clean-data
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache jars

@@ -2,8 +2,10 @@
 
 Issue 12 / SPEC section 10. For each workload, in one run on the same raw files:
 
-* **suite**: ``crm-spark run --stages ingest,refine,features`` as a subprocess into a fresh lake
-  (wall time includes the JVM start; the per-stage seconds come from the CLI's summary table);
+* **suite** and **suite-delta-spark**: ``crm-spark run --stages ingest,refine,features`` as a
+  subprocess into a fresh lake, on the embedded lake engine and on delta-spark
+  (``CRM_SPARK_LAKE_ENGINE``; issue 13) (wall time includes the JVM start; the per-stage seconds
+  come from the CLI's summary table);
 * **pyspark**: a plain PySpark script (its own subprocess, so its JVM start counts the same:
   ``local[*]``, 4 shuffle partitions, UI off) doing the cleaning that matters for RFM and RFM
   per customer, written to Parquet;
@@ -20,8 +22,8 @@ Workloads (``--sizes``):
   ``conf/examples/retail_invoices.yaml``; 10x is ten copies with new invoice and customer ids
   per copy.
 
-Prints, per workload, the seconds of the three engines (min and median over ``--repeat``), the
-ratios suite/pyspark and suite/duckdb, and the customers with RFM in each output (no assertion:
+Prints, per workload, the seconds of each (min and median over ``--repeat``), the ratios
+suite/pyspark, suite/duckdb and delta-spark/embedded, and the customers with RFM in each output (no assertion:
 the suite quarantines more dirt than the baselines drop, so its count may differ a little).
 Target of issue 12: the suite within 2x of the plain PySpark script at 10x. Saves the figures,
 the machine, the versions and the command to ``bench/results/etl.json`` (one entry per
@@ -58,7 +60,10 @@ RESULTS = ROOT / "bench" / "results" / "etl.json"
 CLI = Path(sys.executable).with_name("crm-spark")
 RETAIL_CONFIG = ROOT / "conf" / "examples" / "retail_invoices.yaml"
 STAGES = "ingest,refine,features"
-ENGINES = ("suite", "pyspark", "duckdb")
+# The suite on each lake engine (embedded: Spark writes Parquet, deltalake commits the log;
+# delta-spark: Delta's own Spark integration, jars from make install), then the two baselines.
+SUITE_ENGINES = {"suite": "embedded", "suite-delta-spark": "delta-spark"}
+ENGINES = (*SUITE_ENGINES, "pyspark", "duckdb")
 SIZES = ("demo", "retail1x", "retail10x")
 TARGET_RATIO = 2.0  # issue 12: the suite's ETL within 2x of the plain PySpark script at 10x
 PII_KEY = "bench-etl-not-a-secret-key-0123456789abcdef"
@@ -435,8 +440,9 @@ class Workload:
         return f"retail-{self.params['lines_per_copy']}x{self.params['copies']}"
 
 
-def suite_env() -> dict[str, str]:
+def suite_env(lake_engine: str = "embedded") -> dict[str, str]:
     env = dict(os.environ)
+    env["CRM_SPARK_LAKE_ENGINE"] = lake_engine  # conf/base.yaml: lake.engine
     env["CRM_SPARK_PII_KEY"] = PII_KEY
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
@@ -496,19 +502,21 @@ def _number(text: str) -> float | None:
         return None
 
 
-def run_suite(workload: Workload, run_dir: Path, timeout: float) -> dict[str, Any]:
-    lake = run_dir / "lake"
+def run_suite(workload: Workload, run_dir: Path, timeout: float, lake_engine: str = "embedded") -> dict[str, Any]:
+    lake = run_dir / f"lake-{lake_engine}"
     command = suite_command(workload, lake)
     began = time.perf_counter()
     try:
-        proc = subprocess.run(command, cwd=ROOT, env=suite_env(), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(command, cwd=ROOT, env=suite_env(lake_engine), capture_output=True, text=True,
+                              timeout=timeout)
         rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc, stdout, stderr = "timeout", _text(exc.stdout), _text(exc.stderr)
     seconds = time.perf_counter() - began
-    (run_dir / "suite.stdout").write_text(stdout)
-    (run_dir / "suite.stderr").write_text(stderr)
-    result: dict[str, Any] = {"seconds": round(seconds, 2), "rc": rc, "command": shlex.join(command),
+    (run_dir / f"suite-{lake_engine}.stdout").write_text(stdout)
+    (run_dir / f"suite-{lake_engine}.stderr").write_text(stderr)
+    result: dict[str, Any] = {"seconds": round(seconds, 2), "rc": rc, "lake_engine": lake_engine,
+                              "command": f"CRM_SPARK_LAKE_ENGINE={lake_engine} {shlex.join(command)}",
                               **parse_summary(stdout, stderr)}
     if rc != 0:
         result["error"] = _error_lines(stderr)
@@ -613,8 +621,8 @@ def measure(workload: Workload, *, repeat: int, work: Path, timeout: float, duck
         run_dir.mkdir(parents=True, exist_ok=True)
         for engine in ENGINES:
             print(f"[{workload.name}] run {i + 1}/{repeat}: {engine} ...", flush=True)
-            if engine == "suite":
-                r = run_suite(workload, run_dir, timeout)
+            if engine in SUITE_ENGINES:
+                r = run_suite(workload, run_dir, timeout, SUITE_ENGINES[engine])
             elif engine == "pyspark":
                 r = run_pyspark(workload, run_dir, timeout)
             else:
@@ -626,8 +634,11 @@ def measure(workload: Workload, *, repeat: int, work: Path, timeout: float, duck
                 for line in r.get("error", [])[-5:]:
                     print(f"    {line}", flush=True)
     stats = {e: summarise(runs[e]) for e in ENGINES}
-    suite_med, spark_med, duck_med = (stats[e]["median_seconds"] for e in ENGINES)
+    suite_med, spark_med, duck_med = (stats[e]["median_seconds"] for e in ("suite", "pyspark", "duckdb"))
+    delta_med = stats["suite-delta-spark"]["median_seconds"]
     ratios = {
+        "suite_delta_spark_over_pyspark_median": ratio(delta_med, spark_med),
+        "suite_delta_spark_over_suite_median": ratio(delta_med, suite_med),
         "suite_over_pyspark_median": ratio(suite_med, spark_med),
         "suite_over_duckdb_median": ratio(suite_med, duck_med),
         "suite_over_pyspark_min": ratio(stats["suite"]["min_seconds"], stats["pyspark"]["min_seconds"]),
@@ -764,20 +775,22 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 def print_entry(entry: dict[str, Any]) -> None:
     s, r = entry["summary"], entry["ratios"]
     print(f"\n{entry['workload']} ({entry['key']}; {entry['repeat']} run(s); seconds min / median)")
-    print(f"  {'engine':<8} {'min s':>8} {'median s':>9} {'failed':>6}  "
+    print(f"  {'engine':<17} {'min s':>8} {'median s':>9} {'failed':>6}  "
           f"{'customers with RFM':>18}  {'monetary sum':>16}")
     for engine in ENGINES:
         last = entry["runs"][engine][-1]
         out = last.get("output", {})
         customers = out.get("customers_with_rfm")
         money = out.get("monetary_sum")
-        print(f"  {engine:<8} {_fmt(s[engine]['min_seconds']):>8} {_fmt(s[engine]['median_seconds']):>9} "
+        print(f"  {engine:<17} {_fmt(s[engine]['min_seconds']):>8} {_fmt(s[engine]['median_seconds']):>9} "
               f"{s[engine]['failed_runs']:>6}  {'-' if customers is None else f'{customers:,}':>18}  "
               f"{'-' if money is None else f'{money:,.2f}':>16}")
+    for engine in SUITE_ENGINES:
+        last = entry["runs"][engine][-1]
+        if last.get("stage_seconds"):
+            stages = ", ".join(f"{k} {_fmt(v)}s" for k, v in last["stage_seconds"].items())
+            print(f"  {engine} stages (last run): {stages}; in process {_fmt(last.get('in_process_seconds'))}s")
     suite_last = entry["runs"]["suite"][-1]
-    if suite_last.get("stage_seconds"):
-        stages = ", ".join(f"{k} {_fmt(v)}s" for k, v in suite_last["stage_seconds"].items())
-        print(f"  suite stages (last run): {stages}; in process {_fmt(suite_last.get('in_process_seconds'))}s")
     if suite_last.get("gate_seconds"):
         stage_s = suite_last.get("stage_seconds", {})
         gates = ", ".join(
@@ -791,6 +804,8 @@ def print_entry(entry: dict[str, Any]) -> None:
           f"{_fmt(r['suite_over_pyspark_min'], 2)}x (min);  "
           f"suite / duckdb: {_fmt(r['suite_over_duckdb_median'], 2)}x (median), "
           f"{_fmt(r['suite_over_duckdb_min'], 2)}x (min)")
+    print(f"  suite on delta-spark / pyspark: {_fmt(r['suite_delta_spark_over_pyspark_median'], 2)}x (median); "
+          f"delta-spark / embedded engine: {_fmt(r['suite_delta_spark_over_suite_median'], 2)}x (median)")
     t = entry["target"]
     verdict = "no figure" if t["met"] is None else ("met" if t["met"] else "NOT met")
     scope = "the target" if t["applies"] else "for reference (the target is set at retail 10x)"

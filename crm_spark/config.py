@@ -53,6 +53,11 @@ class SparkSettings(_Section):
 
 class LakeSettings(_Section):
     engine: Literal["auto", "embedded", "delta-spark"] = "auto"
+    delta_jars: str | None = Field(
+        default=None,
+        description="folder of delta-spark jars the session puts on spark.jars; default: the project's "
+        "jars/delta, which make install fills from Maven Central; '' for none",
+    )
     vacuum_retention_hours: int = Field(default=168, ge=0)
     storage_options: dict[str, SecretStr] = Field(
         default_factory=dict, description="object-store options for the embedded engine (deltalake)"
@@ -302,6 +307,9 @@ class SegmentSettings(_Section):
     prospect_segment: str = Field(default="Prospects", min_length=1)
     seed: int = 42
     max_iter: int = Field(default=50, ge=1)
+    tol: float = Field(
+        default=0.01, gt=0.0, description="k-means stops when no centre moves farther than this (scaled units)"
+    )
     restarts: int = Field(
         default=3, ge=1, description="fits per k (seeds seed, seed+1, ...); the lowest-cost fit is kept"
     )

@@ -1,8 +1,8 @@
 """The one place a SparkSession is built.
 
 Every Spark setting comes from :class:`~crm_spark.config.SparkSettings`; this module adds only
-what follows from the environment: quiet logging, and the Delta extension when the delta-spark
-jars are on the classpath.
+what follows from the environment: quiet logging, and delta-spark (its jars from the folder that
+``make install`` fills, its extension and catalog) when its jars are there.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ MIN_JAVA = 17
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 DELTA_TABLE_CLASS = "io.delta.tables.DeltaTable"
+# The delta-spark build for the Spark that pyspark ships (jvm/pom.xml fetches the same).
+DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
 _LOG4J = Path(__file__).with_name("log4j2.properties")
+# `make install` copies delta-spark and its run-time jars from Maven Central here (jvm/pom.xml).
+DEFAULT_DELTA_JARS = Path(__file__).resolve().parent.parent / "jars" / "delta"
 
 
 def build_session(settings: Settings) -> SparkSession:
@@ -37,14 +41,7 @@ def build_session(settings: Settings) -> SparkSession:
     if not launched_by_spark_submit:
         check_java()
     spark_settings = settings.spark
-    conf: dict[str, str] = {k: _conf_value(v) for k, v in spark_settings.conf.items()}
-    if settings.lake.engine != "embedded" and (
-        settings.lake.engine == "delta-spark" or delta_jars_configured(conf)
-    ):
-        conf.setdefault("spark.sql.extensions", DELTA_EXTENSION)
-        conf.setdefault("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
-    log4j = f"-Dlog4j2.configurationFile=file:{_LOG4J}"
-    conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {log4j}".strip()
+    conf = session_conf(settings)
 
     builder = SparkSession.builder.appName(spark_settings.app_name)
     if spark_settings.master and not launched_by_spark_submit:
@@ -61,10 +58,40 @@ def build_session(settings: Settings) -> SparkSession:
     spark.sparkContext.setLogLevel(spark_settings.log_level)
     if settings.lake.engine == "delta-spark" and not delta_spark_available(spark):
         raise LakeError(
-            "lake.engine is 'delta-spark' but the delta-spark jars are not on the classpath: "
-            "add them (spark-submit --packages io.delta:delta-spark_2.13:4.4.1) or set lake.engine: embedded"
+            "lake.engine is 'delta-spark' but the delta-spark jars are not on the classpath: run make install "
+            f"(it fetches them into {DEFAULT_DELTA_JARS}), pass spark-submit --packages {DELTA_PACKAGE}, "
+            "or set lake.engine: embedded"
         )
     return spark
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    """The Spark settings the session is built with: the config's, plus delta-spark's jars,
+    extension and catalog when its jars are there (whatever the engine: a session can then read
+    and write both engines' tables, e.g. ``spark.read.format("delta")`` in a notebook), plus the
+    log4j configuration."""
+    conf: dict[str, str] = {k: _conf_value(v) for k, v in settings.spark.conf.items()}
+    if not delta_jars_configured(conf):
+        jars = delta_jar_files(settings)
+        if jars:
+            conf["spark.jars"] = ",".join([*filter(None, [conf.get("spark.jars")]), *jars])
+    if settings.lake.engine == "delta-spark" or delta_jars_configured(conf):
+        conf.setdefault("spark.sql.extensions", DELTA_EXTENSION)
+        conf.setdefault("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        for key, value in _delta_defaults(conf).items():
+            conf.setdefault(key, value)
+    log4j = f"-Dlog4j2.configurationFile=file:{_LOG4J}"
+    conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {log4j}".strip()
+    return conf
+
+
+def delta_jar_files(settings: Settings) -> list[str]:
+    """The delta-spark jars in ``lake.delta_jars`` (default: the project's ``jars/delta``; ``""``:
+    none), if any."""
+    if settings.lake.delta_jars == "":
+        return []
+    folder = Path(settings.lake.delta_jars) if settings.lake.delta_jars else DEFAULT_DELTA_JARS
+    return sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
 
 
 def delta_spark_available(spark: SparkSession) -> bool:
@@ -117,6 +144,19 @@ def check_java() -> int:
             f"Java {major} found at {java}, Spark 4 needs Java {MIN_JAVA}+ (install openjdk-17-jre-headless or set JAVA_HOME)"
         )
     return major
+
+
+def _delta_defaults(conf: dict[str, str]) -> dict[str, str]:
+    """delta-spark sized to the session: its log replay uses 50 partitions and VACUUM lists files
+    with up to 10,000 tasks by default, which dominate small tables (a VACUUM took 80 s on a
+    three-file test table on 2 cores). Either can still be set in the config."""
+    parallelism = conf.get("spark.sql.shuffle.partitions") or conf.get("spark.default.parallelism")
+    if not parallelism:
+        return {}
+    return {
+        "spark.databricks.delta.snapshotPartitions": parallelism,
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": parallelism,
+    }
 
 
 def _conf_value(value: object) -> str:

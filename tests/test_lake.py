@@ -242,27 +242,34 @@ def test_a_partition_overwrite_of_an_unpartitioned_table_is_a_lake_error(
         lake.overwrite(ORDERS, orders(spark, [(2, "c2", 20.0, D1)]), partition={"order_date": D1})
 
 
-def test_open_lake_picks_the_engine_the_classpath_allows(
+def _engine(settings: Settings, engine: str) -> Settings:
+    return settings.model_copy(update={"lake": settings.lake.model_copy(update={"engine": engine})})
+
+
+def test_open_lake_picks_the_configured_engine_and_auto_what_the_classpath_allows(
     spark: SparkSession, settings: Settings, tmp_path: Path
 ) -> None:
-    lake = open_lake(spark, settings, root=str(tmp_path / "lake"))
+    lake = open_lake(spark, _engine(settings, "embedded"), root=str(tmp_path / "lake"))
+    auto = open_lake(spark, _engine(settings, "auto"), root=str(tmp_path / "lake"))
 
-    assert lake.engine == ("delta-spark" if delta_spark_available(spark) else "embedded")
+    assert lake.engine == "embedded"
     assert lake.root == str(tmp_path / "lake")
+    assert auto.engine == ("delta-spark" if delta_spark_available(spark) else "embedded")
 
 
-def test_open_lake_refuses_delta_spark_without_its_jars(spark: SparkSession, settings: Settings) -> None:
-    if delta_spark_available(spark):
-        pytest.skip("delta-spark jars are on the classpath here")
-    wants_delta = settings.model_copy(update={"lake": settings.lake.model_copy(update={"engine": "delta-spark"})})
+def test_open_lake_refuses_delta_spark_without_its_jars(
+    spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crm_spark.lake
+
+    monkeypatch.setattr(crm_spark.lake, "delta_spark_available", lambda _spark: False)  # a session without the jars
 
     with pytest.raises(LakeError, match="lake.engine: embedded"):
-        open_lake(spark, wants_delta)
+        open_lake(spark, _engine(settings, "delta-spark"))
 
 
 def test_open_lake_passes_storage_options_to_the_embedded_engine(spark: SparkSession, settings: Settings) -> None:
-    if delta_spark_available(spark):
-        pytest.skip("auto picks delta-spark here")
+    settings = _engine(settings, "embedded")
     # model_copy skips validation: give the field the SecretStr it holds after loading.
     with_secret = settings.model_copy(
         update={"lake": settings.lake.model_copy(update={"storage_options": {"AWS_REGION": SecretStr("eu-west-1")}})}

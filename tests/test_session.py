@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from crm_spark.config import Settings
 from crm_spark.errors import EnvironmentSetupError
-from crm_spark.session import build_session, check_java, delta_jars_configured
+from crm_spark.session import DELTA_EXTENSION, build_session, check_java, delta_jars_configured, session_conf
 
 
 def test_the_session_clock_is_utc(spark: SparkSession) -> None:
@@ -105,5 +105,32 @@ def test_check_java_accepts_java_17_from_java_home(tmp_path: Path, monkeypatch: 
 
 
 def test_delta_jars_are_recognised_in_the_spark_conf() -> None:
-    assert delta_jars_configured({"spark.jars.packages": "io.delta:delta-spark_2.13:4.4.1"})
+    assert delta_jars_configured({"spark.jars.packages": "io.delta:delta-spark_4.2_2.13:4.4.0"})
     assert delta_jars_configured({"spark.jars": "/opt/jars/delta-spark_2.13-4.4.1.jar,/opt/jars/other.jar"})
+
+
+def _with_lake(settings: Settings, **lake: object) -> Settings:
+    return settings.model_copy(update={"lake": settings.lake.model_copy(update=lake)})
+
+
+def test_the_jars_make_install_fetched_go_on_the_classpath_with_deltas_extension(
+    settings: Settings, tmp_path: Path
+) -> None:
+    for name in ("delta-spark_4.2_2.13-4.4.0.jar", "delta-storage-4.4.0.jar"):
+        (tmp_path / name).write_bytes(b"")
+
+    conf = session_conf(_with_lake(settings, engine="embedded", delta_jars=str(tmp_path)))
+
+    assert conf["spark.jars"].split(",") == [str(tmp_path / "delta-spark_4.2_2.13-4.4.0.jar"),
+                                             str(tmp_path / "delta-storage-4.4.0.jar")]
+    assert conf["spark.sql.extensions"] == DELTA_EXTENSION
+    # delta-spark's log replay and VACUUM listing sized to the session, not 50 and 10,000 tasks
+    assert conf["spark.databricks.delta.snapshotPartitions"] == conf["spark.sql.shuffle.partitions"]
+
+
+def test_without_delta_jars_the_session_has_no_delta_extension(settings: Settings, tmp_path: Path) -> None:
+    for folder in (str(tmp_path / "missing"), ""):
+        conf = session_conf(_with_lake(settings, engine="auto", delta_jars=folder))
+
+        assert "spark.jars" not in conf
+        assert "spark.sql.extensions" not in conf

@@ -1,4 +1,5 @@
-"""delta-spark engine: Delta Lake's own Spark integration, used when its jars are present.
+"""delta-spark engine: Delta Lake's own Spark integration (``lake.engine: delta-spark``, or
+``auto`` when its jars load; ``make install`` fetches them into jars/delta).
 
 Same contract as the embedded engine; Delta does the atomic commit, schema enforcement
 (``mergeSchema`` for additive evolution), idempotent writes (``txnAppId``/``txnVersion``),
@@ -74,6 +75,8 @@ class DeltaSparkLake(Lake):
             df = reader.load(self.uri(table))
         except AnalysisException as exc:
             raise LakeError(f"cannot read {table} at version {version}: {exc}") from None
+        if version is not None:
+            self._check_files_exist(table, version, df.inputFiles())
         for col, values in normalize_partition(partition).items():
             df = df.filter(F.col(col).cast("string").isin([v for v in values if v is not None]))
         return df
@@ -160,6 +163,19 @@ class DeltaSparkLake(Lake):
         return [r[0] for r in rows if r[0] != uri]
 
     # -- internals ----------------------------------------------------------------------
+    def _check_files_exist(self, table: str, version: int, files: Sequence[str]) -> None:
+        """Time travel to a vacuumed version fails at read time, naming the table (Spark alone
+        would fail later, in the first job, with FILE_NOT_EXIST)."""
+        jvm = self.spark.sparkContext._jvm  # noqa: SLF001
+        hadoop_conf = self.spark._jsparkSession.sessionState().newHadoopConf()  # noqa: SLF001
+        for file in files:
+            path = jvm.org.apache.hadoop.fs.Path(file)
+            if not path.getFileSystem(hadoop_conf).exists(path):
+                raise LakeError(
+                    f"{table} version {version}: data files it references are gone (vacuumed, or deleted "
+                    f"outside the lake); read a later version (missing: {file})"
+                )
+
     def txn_version(self, table: str, app_id: str) -> int | None:
         self._require(table)
         jvm = self.spark.sparkContext._jvm  # noqa: SLF001

@@ -130,6 +130,7 @@ def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cac
         k_values=k_values,
         seed=cfg.seed,
         max_iter=cfg.max_iter,
+        tol=cfg.tol,
         silhouette_tolerance=cfg.silhouette_tolerance,
         min_cluster_share=cfg.min_cluster_share,
         restarts=cfg.restarts,
