@@ -118,13 +118,17 @@ def delta_jars_configured(conf: dict[str, str]) -> bool:
     return any(glob.glob(str(d / "delta-spark_*.jar")) for d in jar_dirs)
 
 
+def java_executable() -> str | None:
+    """``$JAVA_HOME/bin/java`` when it exists, else ``java`` on the PATH, else None."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
 def check_java() -> int:
     """Return the Java major version, or raise a one-line error saying how to get Java 17+."""
-    java = (
-        str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
-        if os.environ.get("JAVA_HOME") and (Path(os.environ["JAVA_HOME"]) / "bin" / "java").exists()
-        else shutil.which("java")
-    )
+    java = java_executable()
     if not java:
         raise EnvironmentSetupError(
             "Java not found: Spark needs Java 17+ (apt-get install openjdk-17-jre-headless, or set JAVA_HOME)"

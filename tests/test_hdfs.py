@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from pyspark.sql import SparkSession
 
 from crm_spark.config import PathsSettings, Settings
 from crm_spark.lake import Lake, open_lake
-from crm_spark.session import delta_spark_available
+from crm_spark.session import delta_spark_available, java_executable
 from crm_spark.stages import StageContext, StageResult, run_stage
 from conftest import E2E_END, EndToEnd
 
@@ -46,11 +45,10 @@ def hdfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("hadoop-client-minicluster is not in jars/test (make install could not fetch it from Maven Central)")
     work = tmp_path_factory.mktemp("hdfs")
     details = work / "cluster.json"
-    java = str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
     classpath = os.pathsep.join([str(MINICLUSTER_JARS / "*"), str(Path(pyspark.__file__).parent / "jars" / "*")])
     log = (work / "minicluster.log").open("w")
     proc = subprocess.Popen(
-        [str(java), "-Xmx512m", f"-Dtest.build.data={work / 'data'}", "-cp", classpath,
+        [str(java_executable()), "-Xmx512m", f"-Dtest.build.data={work / 'data'}", "-cp", classpath,
          "org.apache.hadoop.test.MiniDFSClusterManager", "-format", "-datanodes", "1", "-nnport", "0",
          "-writeDetails", str(details),
          "-D", "dfs.namenode.rpc-bind-host=127.0.0.1", "-D", "dfs.namenode.http-address=127.0.0.1:0",

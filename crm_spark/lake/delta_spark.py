@@ -167,7 +167,7 @@ class DeltaSparkLake(Lake):
         """Time travel to a vacuumed version fails at read time, naming the table (Spark alone
         would fail later, in the first job, with FILE_NOT_EXIST)."""
         jvm = self.spark.sparkContext._jvm  # noqa: SLF001
-        hadoop_conf = self.spark._jsparkSession.sessionState().newHadoopConf()  # noqa: SLF001
+        hadoop_conf = self.spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
         for file in files:
             path = jvm.org.apache.hadoop.fs.Path(file)
             if not path.getFileSystem(hadoop_conf).exists(path):
