@@ -220,10 +220,10 @@ class ChurnSettings(_Section):
     folds: int = Field(default=3, ge=2, description="cv folds")
     parallelism: int = Field(default=2, ge=1, description="grid points fitted at once")
     train_ratio: float = Field(default=0.75, gt=0.0, lt=1.0, description="tvs share used for fitting")
-    reg_params: tuple[float, ...] = Field(default=(0.0, 0.01, 0.1), min_length=1)
+    reg_params: tuple[float, ...] = Field(default=(0.001, 0.01, 0.1), min_length=1)
     elastic_net_params: tuple[float, ...] = Field(default=(0.0,), min_length=1)
     max_iter: int = Field(default=100, ge=1, description="LogisticRegression iterations")
-    tol: float = Field(default=1e-4, gt=0.0, lt=1.0, description="LogisticRegression convergence tolerance")
+    tol: float = Field(default=1e-3, gt=0.0, lt=1.0, description="LogisticRegression convergence tolerance")
     seed: int = 42
     challenger: Literal["gbt", "none"] = Field(default="gbt", description="also train a GBTClassifier challenger")
     gbt_max_iter: int = Field(default=20, ge=1)
@@ -312,6 +312,9 @@ class SegmentSettings(_Section):
     )
     restarts: int = Field(
         default=3, ge=1, description="fits per k (seeds seed, seed+1, ...); the lowest-cost fit is kept"
+    )
+    parallelism: int = Field(
+        default=8, ge=1, description="k-means fits submitted at once (driver threads; the fits are seeded)"
     )
     silhouette_tolerance: float = Field(
         default=0.02, ge=0.0, lt=1.0, description="silhouettes this close to the best tie; the lowest cost wins"

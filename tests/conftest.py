@@ -37,7 +37,7 @@ E2E_CUSTOMERS, E2E_SEED, E2E_DIRTY_RATE = 2000, 7, 0.01
 E2E_STAGES = ("ingest", "refine", "features", "segment", "basket", "churn")
 # Churn as the planted-signal test measured it: a quick train/validation split and the GBT challenger.
 E2E_CHURN = ChurnSettings(
-    horizon_days=90, tuning="tvs", reg_params=(0.0, 0.01), elastic_net_params=(0.0,), challenger="gbt",
+    horizon_days=90, tuning="tvs", reg_params=(0.001, 0.01), elastic_net_params=(0.0,), challenger="gbt",
     gbt_max_iter=20, gbt_max_depth=4, threshold_bins=200,
 )
 

@@ -34,6 +34,7 @@ from crm_spark.ml.segment import (
     NamingRules,
     assign_clusters,
     choose_k,
+    cluster_centers,
     clustering_metrics,
     name_segments,
     preprocessing_stages,
@@ -150,7 +151,7 @@ def _recovered(selection: Any, prepared: DataFrame, truth: list[int]) -> float:
 @pytest.mark.slow
 def test_select_k_finds_the_number_of_blobs(blobs: tuple[DataFrame, list[int]]) -> None:
     prepared, truth = blobs
-    selection = select_k(prepared, algorithm="kmeans", k_values=range(2, 7), seed=3, max_iter=30)
+    selection = select_k(prepared, algorithm="kmeans", k_values=range(2, 7), seed=3, max_iter=30, parallelism=4)
     assert selection.k == 4
     assert _recovered(selection, prepared, truth) == pytest.approx(1.0)
     assert sorted(selection.metrics_by_k) == [2, 3, 4, 5, 6]
@@ -160,7 +161,8 @@ def test_select_k_finds_the_number_of_blobs(blobs: tuple[DataFrame, list[int]]) 
 def test_bisecting_kmeans_finds_the_blobs_too(blobs: tuple[DataFrame, list[int]]) -> None:
     prepared, truth = blobs
     # Bisecting k-means splits greedily and one start can cut a blob in two: restarts, as configured.
-    selection = select_k(prepared, algorithm="bisecting", k_values=[3, 4, 5], seed=3, max_iter=10, restarts=3)
+    selection = select_k(prepared, algorithm="bisecting", k_values=[3, 4, 5], seed=3, max_iter=10, restarts=3,
+                         parallelism=4)
     assert selection.k == 4
     assert _recovered(selection, prepared, truth) == pytest.approx(1.0)
 
@@ -174,10 +176,21 @@ def test_gaussian_mixture_is_selectable_and_keeps_its_best_start(blobs: tuple[Da
 
     prepared, _ = blobs
     one = select_k(prepared, algorithm="gmm", k_values=[4], seed=3, max_iter=30)
-    several = select_k(prepared, algorithm="gmm", k_values=[4], seed=3, max_iter=30, restarts=4)
+    several = select_k(prepared, algorithm="gmm", k_values=[4], seed=3, max_iter=30, restarts=4, parallelism=4)  # one at a time
     assert isinstance(several.model, GaussianMixtureModel)
     assert several.metrics_by_k[4]["cost"] <= one.metrics_by_k[4]["cost"]
     assert several.metrics_by_k[4]["clusters"] == 4.0
+
+
+@pytest.mark.slow
+def test_concurrent_fits_choose_the_same_model_as_one_at_a_time(blobs: tuple[DataFrame, list[int]]) -> None:
+    prepared, _ = blobs
+    kwargs: dict[str, Any] = {"algorithm": "kmeans", "k_values": [3, 4, 5], "seed": 3, "max_iter": 30, "restarts": 2}
+    alone = select_k(prepared, parallelism=1, **kwargs)
+    together = select_k(prepared, parallelism=4, **kwargs)
+    assert together.k == alone.k
+    assert together.metrics_by_k == alone.metrics_by_k
+    assert cluster_centers(together.model) == cluster_centers(alone.model)
 
 
 def test_selection_metrics_report_the_chosen_k_and_every_k_tried(blobs: tuple[DataFrame, list[int]]) -> None:

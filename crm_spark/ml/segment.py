@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -223,6 +224,7 @@ def select_k(
     min_cluster_share: float = 0.0,
     restarts: int = 1,
     tol: float = KMEANS_TOL,
+    parallelism: int = 1,
 ) -> KSelection:
     """Fit the clusterer for every k on ``prepared`` (with :data:`SCALED`; cache it first) and
     choose one with :func:`choose_k`.
@@ -230,19 +232,37 @@ def select_k(
     Each k is fitted ``restarts`` times with seeds ``seed, seed + 1, ...`` and the fit with the
     lowest cost is kept: k-means converges to a local optimum that depends on its initial
     centres, and one unlucky start would otherwise decide the silhouette of that k.
+
+    ``parallelism``: k-means and bisecting k-means fits (and then per-k evaluations) submitted at
+    once from as many driver threads, as MLlib's tuning does. On small inputs every k-means
+    iteration is a Spark job whose scheduling latency dwarfs its work, so concurrent fits overlap
+    that latency; each fit is seeded, so the result does not depend on the order in which they
+    finish. Gaussian mixtures are always fitted one at a time: their covariance step calls the
+    pure-Java LAPACK (F2J) eigen-solver, which is not thread-safe, and concurrent fits left a task
+    spinning forever in ``dlascl``.
     """
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    models: dict[int, Model] = {}
-    metrics: dict[int, dict[str, float]] = {}
-    for k in sorted(set(k_values)):
-        fits = [
-            clusterer(algorithm=algorithm, k=k, seed=seed + attempt, max_iter=max_iter, tol=tol).fit(prepared)
-            for attempt in range(restarts)
-        ]
+    if parallelism < 1:
+        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
+    ks = sorted(set(k_values))
+    attempts = [(k, attempt) for k in ks for attempt in range(restarts)]
+
+    def fit(job: tuple[int, int]) -> Model:
+        k, attempt = job
+        return clusterer(algorithm=algorithm, k=k, seed=seed + attempt, max_iter=max_iter, tol=tol).fit(prepared)
+
+    def keep(k: int) -> tuple[Model, dict[str, float]]:
+        fits = [fitted[(k, attempt)] for attempt in range(restarts)]
         # on equal costs, min keeps the earliest seed
-        models[k] = fits[0] if restarts == 1 else min(fits, key=lambda m: within_cluster_cost(m.transform(prepared)))
-        metrics[k] = clustering_metrics(models[k].transform(prepared))
+        best = fits[0] if restarts == 1 else min(fits, key=lambda m: within_cluster_cost(m.transform(prepared)))
+        return best, clustering_metrics(best.transform(prepared))
+
+    with ThreadPoolExecutor(max_workers=1 if algorithm == "gmm" else parallelism) as pool:
+        fitted = dict(zip(attempts, pool.map(fit, attempts), strict=True))
+        kept = dict(zip(ks, pool.map(keep, ks), strict=True))
+    models = {k: model for k, (model, _) in kept.items()}
+    metrics = {k: m for k, (_, m) in kept.items()}
     k = choose_k(metrics, silhouette_tolerance=silhouette_tolerance, min_cluster_share=min_cluster_share)
     return KSelection(k=k, model=models[k], metrics_by_k=metrics)
 

@@ -28,6 +28,7 @@ MLflow and its registry are reached through :class:`crm_spark.tracking.Tracker` 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -42,6 +43,7 @@ from crm_spark.contracts import table
 from crm_spark.errors import SourceError
 from crm_spark.lake import WriteResult
 from crm_spark.ml import churn as ml
+from crm_spark.ml import sized
 from crm_spark.stages import StageContext, StageResult
 
 __all__ = ["MODEL_NAME", "CHAMPION", "ChurnDates", "ChurnOutcome", "churn_dates", "needed_partitions", "run", "score"]
@@ -131,7 +133,7 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         _check_classes(counts, dates, cfg)
         training_write = _write_training(ctx, train, evaluate, dates=dates, cfg=cfg)
 
-        weighted = _weighted(train, counts["train"], cfg).cache()
+        weighted = sized(_weighted(train, counts["train"], cfg), counts["train"]["rows"]).cache()
         cached.append(weighted)
         candidates = _fit_candidates(weighted, evaluate, cfg, cached)
         baseline = ml.roc_auc(evaluate.withColumn("_recency", F.col(BASELINE_FEATURE).cast("double")), score_col="_recency")
@@ -234,35 +236,47 @@ def _weighted(train: DataFrame, counts: dict[str, float], cfg: ChurnSettings) ->
 
 
 def _fit_candidates(train: DataFrame, evaluate: DataFrame, cfg: ChurnSettings, cached: list[DataFrame]) -> list[_Candidate]:
+    """The tuned logistic regression and, when configured, the GBT challenger.
+
+    The two are fitted (and evaluated) at the same time from two driver threads: on small tables
+    each L-BFGS iteration and each tree is a Spark job whose latency dwarfs its work, and the two
+    fits share nothing (both are seeded).
+    """
     weighted = cfg.class_weight != "none"
-    points = len(cfg.reg_params) * len(cfg.elastic_net_params)
-    if points == 1:  # nothing to choose between: fit once, no folds
-        log.info("[churn] fitting logistic regression (one grid point: no %s)", cfg.tuning)
-        single = ml.logistic_regression(max_iter=cfg.max_iter, weighted=weighted, tol=cfg.tol)
-        single = single.setRegParam(cfg.reg_params[0]).setElasticNetParam(cfg.elastic_net_params[0])
-        best, grid = ml.churn_pipeline(single).fit(train), []
-    else:
-        tuner = ml.tuned_logistic_regression(
-            max_iter=cfg.max_iter, tol=cfg.tol, weighted=weighted, tuning=cfg.tuning, reg_params=cfg.reg_params,
-            elastic_net_params=cfg.elastic_net_params, folds=cfg.folds, train_ratio=cfg.train_ratio, seed=cfg.seed,
-            parallelism=cfg.parallelism,
-            metric="areaUnderPR" if cfg.promotion_metric == "pr_auc" else "areaUnderROC",
-        )
-        log.info("[churn] tuning logistic regression (%s over %d grid points)", cfg.tuning, points)
-        tuned = tuner.fit(train)
-        grid, best = ml.tuning_results(tuned), tuned.bestModel
-    lr = best.stages[-1]
-    lr_params = {"regParam": float(lr.getRegParam()), "elasticNetParam": float(lr.getElasticNetParam()), "grid": grid}
-    candidates = [_Candidate("logistic_regression", best, _evaluate(best, evaluate, cfg, cached), lr_params)]
-    if cfg.challenger == "gbt":
+
+    def logistic() -> _Candidate:
+        points = len(cfg.reg_params) * len(cfg.elastic_net_params)
+        if points == 1:  # nothing to choose between: fit once, no folds
+            log.info("[churn] fitting logistic regression (one grid point: no %s)", cfg.tuning)
+            single = ml.logistic_regression(max_iter=cfg.max_iter, weighted=weighted, tol=cfg.tol)
+            single = single.setRegParam(cfg.reg_params[0]).setElasticNetParam(cfg.elastic_net_params[0])
+            best, grid = ml.churn_pipeline(single).fit(train), []
+        else:
+            tuner = ml.tuned_logistic_regression(
+                max_iter=cfg.max_iter, tol=cfg.tol, weighted=weighted, tuning=cfg.tuning, reg_params=cfg.reg_params,
+                elastic_net_params=cfg.elastic_net_params, folds=cfg.folds, train_ratio=cfg.train_ratio, seed=cfg.seed,
+                parallelism=cfg.parallelism,
+                metric="areaUnderPR" if cfg.promotion_metric == "pr_auc" else "areaUnderROC",
+            )
+            log.info("[churn] tuning logistic regression (%s over %d grid points)", cfg.tuning, points)
+            tuned = tuner.fit(train)
+            grid, best = ml.tuning_results(tuned), tuned.bestModel
+        lr = best.stages[-1]
+        params = {"regParam": float(lr.getRegParam()), "elasticNetParam": float(lr.getElasticNetParam()), "grid": grid}
+        return _Candidate("logistic_regression", best, _evaluate(best, evaluate, cfg, cached), params)
+
+    def challenger() -> _Candidate:
         log.info("[churn] fitting the GBT challenger (%d trees of depth %d)", cfg.gbt_max_iter, cfg.gbt_max_depth)
         gbt = ml.churn_pipeline(
             ml.gbt_classifier(max_iter=cfg.gbt_max_iter, max_depth=cfg.gbt_max_depth, step_size=cfg.gbt_step_size,
                               seed=cfg.seed, weighted=weighted)
         ).fit(train)
-        gbt_params = {"maxIter": cfg.gbt_max_iter, "maxDepth": cfg.gbt_max_depth, "stepSize": cfg.gbt_step_size}
-        candidates.append(_Candidate("gbt", gbt, _evaluate(gbt, evaluate, cfg, cached), gbt_params))
-    return candidates
+        params = {"maxIter": cfg.gbt_max_iter, "maxDepth": cfg.gbt_max_depth, "stepSize": cfg.gbt_step_size}
+        return _Candidate("gbt", gbt, _evaluate(gbt, evaluate, cfg, cached), params)
+
+    fits = [logistic] + ([challenger] if cfg.challenger == "gbt" else [])
+    with ThreadPoolExecutor(max_workers=len(fits)) as pool:
+        return list(pool.map(lambda fit: fit(), fits))
 
 
 def _evaluate(model: PipelineModel, evaluate: DataFrame, cfg: ChurnSettings, cached: list[DataFrame]) -> ml.Evaluation:

@@ -134,6 +134,7 @@ def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cac
         silhouette_tolerance=cfg.silhouette_tolerance,
         min_cluster_share=cfg.min_cluster_share,
         restarts=cfg.restarts,
+        parallelism=cfg.parallelism,
     )
     log.info("[segment] chose k=%d (silhouette %.3f)", selection.k, selection.metrics_by_k[selection.k]["silhouette"])
     assigned = assign_clusters(prepared, selection.model).cache()
