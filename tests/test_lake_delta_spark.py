@@ -26,6 +26,9 @@ NO_JARS = (
 # the `lake` fixture still asks the running session.
 _JARS = delta_jars_configured(session_conf(load_settings(config_file=TEST_CONF)))
 needs_delta_jars = pytest.mark.skipif(not _JARS, reason=NO_JARS)
+# Delta's own engine is a JVM integration (about 150 s for the contract here): `make test` runs it,
+# the inner loop (`make test-fast`) keeps the embedded engine's contract in tests/test_lake.py.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
