@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from crm_spark.config import ChurnSettings, PathsSettings, Settings, load_settings
+from crm_spark.generate import GenerateSummary
 from crm_spark.lake import Lake, open_lake
 from crm_spark.session import build_session
 from crm_spark.stages import StageContext, StageResult, finish_run, run_stage
@@ -59,15 +60,23 @@ class EndToEnd:
 
 
 @pytest.fixture(scope="session")
-def e2e(spark, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> EndToEnd:
-    """Generate 2,000 customers (seed 7, 2024-01-01..2025-06-30, 1 % dirt), run every built stage
-    once as of the end date, then run ingest and refine again (nothing new: a no-op)."""
+def generated(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerateSummary]:
+    """The one generated dataset of the test session: 2,000 customers (seed 7, 2024-01-01..2025-06-30,
+    1 % dirt). Read-only: the generator's tests read it back, the end-to-end run ingests it."""
     from crm_spark.generate import generate_dataset
 
-    root = tmp_path_factory.mktemp("e2e")
-    raw = root / "raw"
-    generate_dataset(spark, out=str(raw), customers=E2E_CUSTOMERS, seed=E2E_SEED, start=E2E_START, end=E2E_END,
-                     dirty_rate=E2E_DIRTY_RATE)
+    raw = tmp_path_factory.mktemp("e2e") / "raw"
+    summary = generate_dataset(spark, out=str(raw), customers=E2E_CUSTOMERS, seed=E2E_SEED, start=E2E_START,
+                               end=E2E_END, dirty_rate=E2E_DIRTY_RATE)
+    return raw, summary
+
+
+@pytest.fixture(scope="session")
+def e2e(spark, settings: Settings, generated: tuple[Path, GenerateSummary]) -> EndToEnd:
+    """Every built stage run once on the generated dataset as of its end date, then ingest and
+    refine again (nothing new: a no-op)."""
+    raw, _ = generated
+    root = raw.parent
     own = settings.model_copy(
         update={"paths": PathsSettings(raw=str(raw), lake=str(root / "lake")), "churn": E2E_CHURN}
     )

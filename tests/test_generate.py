@@ -23,11 +23,13 @@ import pytest
 
 from crm_spark.errors import ConfigError, SourceError
 from crm_spark.generate import GenerateSummary, generate_dataset
+from conftest import E2E_CUSTOMERS, E2E_END, E2E_START
 
 pytestmark = pytest.mark.slow
 
-START, END = date(2024, 1, 1), date(2025, 12, 31)
-MAIN_CUSTOMERS, SMALL_CUSTOMERS = 1000, 200
+# The main dataset is the test session's shared one (conftest.generated); the small ones are own.
+START, END, MAIN_CUSTOMERS = E2E_START, E2E_END, E2E_CUSTOMERS
+SMALL_CUSTOMERS = 200
 # The determinism checks generate three times: one quarter is enough to hold every source and dirt.
 QUARTER_END = date(2024, 3, 31)
 
@@ -225,11 +227,8 @@ def file_digests(root: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------- fixtures: generate once per module
 @pytest.fixture(scope="module")
-def data(spark, tmp_path_factory) -> Data:
-    root = tmp_path_factory.mktemp("gen") / "raw"
-    summary = generate_dataset(spark, str(root), customers=MAIN_CUSTOMERS, seed=11, start=START, end=END,
-                               dirty_rate=0.01)
-    return Data.load(root, summary)
+def data(generated: tuple[Path, GenerateSummary]) -> Data:
+    return Data.load(*generated)
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +248,7 @@ def clean(spark, tmp_path_factory) -> Data:
 
 # ---------------------------------------------------------------- layout and answer-key files
 def test_layout_headers_and_json_keys(data: Data) -> None:
-    months = [f"{y}-{m:02d}" for y in (2024, 2025) for m in range(1, 13)]
+    months = sorted({f"{START + timedelta(days=i):%Y-%m}" for i in range((END - START).days + 1)})
     for source in ("orders", "order_items", "feedback"):
         assert sorted(p.name for p in (data.root / source).iterdir()) == [f"{source}-{m}.csv" for m in months]
     for source in JSON_SOURCES:

@@ -50,6 +50,32 @@ def test_default_store_is_sqlite_under_the_lake(settings: Settings, tmp_path: Pa
     assert tracking_uri(own) == f"sqlite:///{tmp_path / 'lake' / '_mlflow' / 'mlflow.db'}"
 
 
+def test_a_new_store_starts_from_the_cached_schema_without_migrating(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.store.db.utils as db_utils
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = Tracker(_own(settings, tmp_path / "a"))  # makes the template (migrating once)
+    first.experiment_id("segment")
+    assert [p.name for p in (tmp_path / "cache" / "crm-spark").iterdir()] == [
+        f"mlflow-{__import__('mlflow').__version__}-schema.db"]
+
+    def no_migrations(engine: Any) -> None:
+        raise AssertionError("a store seeded from the template ran MLflow's migrations")
+
+    monkeypatch.setattr(db_utils, "_initialize_tables", no_migrations)
+    second = Tracker(_own(settings, tmp_path / "b"))
+    experiment = second.experiment_id("churn")
+    listed = {e.name: e for e in second.client.search_experiments()}
+    assert set(listed) == {"Default", "crm-spark/churn"} and listed["Default"].experiment_id == "0"
+    assert listed["crm-spark/churn"].experiment_id == experiment == "1"
+    assert listed["crm-spark/churn"].artifact_location == (tmp_path / "b" / "lake" / "_mlflow" / "artifacts" / "churn").as_uri()
+    # an existing store is never replaced
+    assert tracking_uri(_own(settings, tmp_path / "b")) == second.uri
+    assert {e.name for e in Tracker(_own(settings, tmp_path / "b")).client.search_experiments()} == set(listed)
+
+
 def test_the_environment_variable_overrides_config(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
