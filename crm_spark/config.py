@@ -376,6 +376,11 @@ class SourceSettings(_Section):
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     targets: dict[str, TargetMapping] = Field(default_factory=dict)
     enabled: bool = True
+    timestamp_formats: list[str] | None = Field(
+        default=None,
+        description="formats of this source's date/time columns, tried in order (default: refine.timestamp_formats); "
+        "a month-first export (12/10/2010 = 10 December) says so here: the default reads slashes day-first",
+    )
 
     @model_validator(mode="after")
     def _known_targets(self) -> SourceSettings:

@@ -29,7 +29,7 @@ class SourceError(CrmSparkError):
 
 
 class DataQualityError(CrmSparkError):
-    """A table-level data-quality gate failed; nothing was published."""
+    """A table-level data-quality gate failed; the table it guards was not written."""
 
     exit_code = 5
     kind = "data quality gate failed"

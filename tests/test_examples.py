@@ -8,6 +8,7 @@ silver rows are compared with values worked out by hand from the sample files.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,9 @@ CONF = ROOT / "conf" / "examples"
 DATA = Path(__file__).resolve().parent / "data" / "examples"
 
 
-def run_example(spark: SparkSession, name: str, lake_dir: Path) -> Lake:
+def run_example(spark: SparkSession, name: str, lake_dir: Path, raw: Path | None = None) -> Lake:
     settings = load_settings(
-        config_file=CONF / f"{name}.yaml", overrides={"paths.raw": str(DATA / name), "paths.lake": str(lake_dir)}
+        config_file=CONF / f"{name}.yaml", overrides={"paths.raw": str(raw or DATA / name), "paths.lake": str(lake_dir)}
     )
     lake = open_lake(spark, settings)
     ctx = StageContext(settings=settings, spark=spark, lake=lake)
@@ -50,7 +51,17 @@ def same(actual: DataFrame, expected: DataFrame) -> None:
 # -- retail invoices ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def retail(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    return run_example(spark, "retail_invoices", tmp_path_factory.mktemp("retail") / "lake")
+    """The sample export, with the 2 December lines re-spelled in ISO (as a re-export writes them):
+    the example reads both spellings, so every expectation below holds for either."""
+    root = tmp_path_factory.mktemp("retail")
+    src = DATA / "retail_invoices" / "online_retail" / "invoices_2010-12.csv"
+    (root / "raw" / "online_retail").mkdir(parents=True)
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    respelled = [re.sub(r",12/2/2010 (\d+):(\d\d),", lambda m: f",2010-12-02 {int(m[1]):02d}:{m[2]}:00,", line)
+                 for line in lines]
+    assert sum(a != b for a, b in zip(lines, respelled)) == 4
+    (root / "raw" / "online_retail" / src.name).write_text("".join(respelled), encoding="utf-8")
+    return run_example(spark, "retail_invoices", root / "lake", raw=root / "raw")
 
 
 def test_retail_orders_one_per_invoice_with_cancellations(spark: SparkSession, retail: Lake) -> None:

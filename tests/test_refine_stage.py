@@ -334,13 +334,21 @@ def test_pseudonyms_are_stable_across_runs_and_joinable(spark: SparkSession, sce
 
 
 # -- step 4 -------------------------------------------------------------------------------
-def test_a_failed_gate_names_the_table_and_publishes_nothing(scenario: Scenario) -> None:
+def test_a_failed_gate_names_the_table_and_why_rows_were_rejected_and_keeps_the_quarantine(scenario: Scenario) -> None:
     message = str(scenario.gate_error)
     assert message.startswith("silver.customers failed")
     assert "expect_table_row_count_to_be_between" in message  # 3 accepted of 4, at most 10 % may be rejected
-    for table in ("silver.customers", "quarantine.customers"):
-        assert scenario.versions[3][table] == scenario.versions[2][table]
+    assert "\n" not in message
+    assert message.endswith(
+        "; quarantine.customers holds the rejected rows; commonest reasons: bad_updated_at 1 row (25%): no format in "
+        "sources.customers.timestamp_formats (or refine.timestamp_formats) parses it"
+    )
+    # silver is untouched; the rejected row is in quarantine with its reason, for the user to look at
+    assert scenario.versions[3]["silver.customers"] == scenario.versions[2]["silver.customers"]
     assert scenario.lake.read("silver.customers").filter("customer_id IN ('C8', 'C9', 'C10')").count() == 0
+    assert scenario.versions[3]["quarantine.customers"] == scenario.versions[2]["quarantine.customers"] + 1
+    rejected = _read(scenario, "quarantine.customers", 4).filter("customer_id = 'C11'").collect()
+    assert [(r["updated_at"], list(r["_dq_reasons"])) for r in rejected] == [("whenever", ["bad_updated_at"])]
 
 
 def test_data_docs_are_rendered_under_the_lake(scenario: Scenario) -> None:

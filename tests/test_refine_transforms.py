@@ -675,6 +675,21 @@ def test_conform_collapse_keeps_one_row_per_key(spark: SparkSession) -> None:
     assert_same(actual, expected, by=["order_id"])
 
 
+def test_conform_collapse_keeps_the_earliest_date_whatever_its_spelling(spark: SparkSession) -> None:
+    # As text "12/10/2010" sorts before "12/9/2010"; as dates 9 December comes first.
+    bronze = spark.createDataFrame(
+        [("C1", "12/10/2010 8:00", None, 0, "inv.csv"), ("C1", "12/9/2010 17:00", None, 0, "inv.csv"),
+         ("C2", "2010-12-10 08:00:00", None, 0, "inv.csv"), ("C2", "12/11/2010 8:00", None, 0, "inv.csv")],
+        f"CustomerID string, InvoiceDate string, {LINEAGE_DDL}",
+    )
+    actual = R.conform(
+        bronze, target="customers", columns={"customer_id": "CustomerID", "signup_date": "InvoiceDate"}, collapse=True,
+        timestamp_formats=["M/d/yyyy H:mm", "yyyy-MM-dd HH:mm:ss"],
+    )
+    assert {r["customer_id"]: r["signup_date"] for r in actual.collect()} == {
+        "C1": "12/9/2010 17:00", "C2": "2010-12-10 08:00:00"}
+
+
 def test_conform_filter_keeps_matching_rows_only(spark: SparkSession) -> None:
     actual = R.conform(_invoices(spark), target="orders", columns=ORDER_COLUMNS, filter_expr="InvoiceNo NOT LIKE 'C%'")
     assert_same(actual.select("order_id"), spark.createDataFrame([("536365",), ("536365",)], "order_id string"))

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crm_spark.config import Settings, SourceSettings, TargetMapping
-from crm_spark.errors import EnvironmentSetupError, SourceError
+from crm_spark.errors import DataQualityError, EnvironmentSetupError, SourceError
 from crm_spark.lake import Txn
 from crm_spark.contracts.silver import TARGET_ORDER, silver
 from crm_spark.stages import StageContext, StageResult
@@ -101,11 +102,12 @@ def refine_pair(
     if last is None:
         return None
     token = Txn(app, int(last))
+    formats = source.timestamp_formats or settings.refine.timestamp_formats
 
     try:
         conformed = R.conform(
             bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
-            collapse=mapping.collapse,
+            collapse=mapping.collapse, timestamp_formats=formats,
         )
     except AnalysisException as exc:  # a mapping naming a column the files lack, or bad SQL
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -116,7 +118,7 @@ def refine_pair(
     checked = R.validate(
         conformed,
         target=target,
-        timestamp_formats=settings.refine.timestamp_formats,
+        timestamp_formats=formats,
         defaults=_scoped(settings.refine.missing, target),
         country_aliases=settings.refine.country_aliases,
     )
@@ -147,8 +149,14 @@ def refine_pair(
         # expressions are worth computing once.
         accepted = R.to_silver(R.accepted_rows(checked), target=target, key=key).persist()
         try:
-            ctx.publish(silver_table, accepted, txn=token, batch_rows=mapped)
+            # Quarantine first: when the silver gate stops the batch, the rejected rows and their
+            # reasons are there to look at (a re-run skips this commit: same token).
             ctx.publish(quarantine, R.quarantine_rows(checked, target=target, key=key), txn=token)
+            try:
+                ctx.publish(silver_table, accepted, txn=token, batch_rows=mapped)
+            except DataQualityError as exc:
+                why = _rejections(checked, mapped=mapped, target=target, source=name)
+                raise DataQualityError(f"{exc}; {why}" if why else str(exc)) from None
         finally:
             accepted.unpersist()
     finally:
@@ -159,6 +167,26 @@ def refine_pair(
             name, target, batch, f"{c.mapped:,}", f"{c.accepted:,}", f"{c.quarantined:,}",
         )
     return per_batch
+
+
+def _rejections(checked: DataFrame, *, mapped: int, target: str, source: str, top: int = 3) -> str:
+    """The commonest quarantine reasons of a refined batch with their share of its rows, one line."""
+    rows = (
+        R.reason_counts(checked.filter(~R.only_dedupe_reasons()))
+        .filter(~F.col("reason").isin(*R.DEDUPE_REASONS))
+        .orderBy(F.desc("count"), "reason").limit(top).collect()
+    )
+    if not rows:
+        return ""
+    parts = []
+    for r in rows:
+        share = f"{r['count'] / mapped:.0%}" if mapped else "all"
+        hint = ""
+        column = r["reason"][len("bad_"):] if r["reason"].startswith("bad_") else None
+        if column and any(f.name == column and f.kind in ("date", "timestamp") for f in silver(target).fields):
+            hint = f": no format in sources.{source}.timestamp_formats (or refine.timestamp_formats) parses it"
+        parts.append(f"{r['reason']} {r['count']:,} row{'' if r['count'] == 1 else 's'} ({share}){hint}")
+    return f"quarantine.{target} holds the rejected rows; commonest reasons: " + ", ".join(parts)
 
 
 def _done(ctx: StageContext, table: str, app: str) -> int:

@@ -42,11 +42,15 @@ def conform(
     filter_expr: str | None = None,
     explode: str | None = None,
     collapse: bool = False,
+    timestamp_formats: Sequence[str] = (),
 ) -> DataFrame:
     """Map a bronze frame (their columns) onto the target's raw columns, all strings.
 
     ``columns`` maps target column -> SQL expression over the source columns; an unlisted
-    column is the same-named source column (null when the source has none).
+    column is the same-named source column (null when the source has none). ``collapse`` keeps
+    one row per key: the one whose values sort first, column by column in the table's order,
+    dates and times by the instant they parse to with ``timestamp_formats`` (so the earliest
+    date whatever its spelling), everything else as text.
     """
     df = bronze
     if explode:
@@ -65,8 +69,14 @@ def conform(
     corrupt = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
     out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE))
     if collapse:
-        keys = list(contract(target).keys)
-        w = Window.partitionBy(*keys).orderBy(*(F.col(c).asc_nulls_last() for c in wanted))
+        spec = contract(target)
+        order = [
+            by
+            for f in spec.fields
+            for by in ([parse_field(f, F.col(f.name), timestamp_formats=timestamp_formats)]
+                       if f.kind in ("date", "timestamp") else []) + [F.col(f.name)]
+        ]
+        w = Window.partitionBy(*spec.keys).orderBy(*(c.asc_nulls_last() for c in order))
         out = out.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
     return out
 
