@@ -7,6 +7,7 @@ silver rows are compared with values worked out by hand from the sample files.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 from pathlib import Path
@@ -18,7 +19,7 @@ from pyspark.sql import functions as F
 
 from crm_spark.config import load_settings
 from crm_spark.lake import Lake, open_lake
-from crm_spark.stages import StageContext, run_stage
+from crm_spark.stages import StageContext, StageResult, run_stage
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,9 @@ CONF = ROOT / "conf" / "examples"
 DATA = Path(__file__).resolve().parent / "data" / "examples"
 
 
-def run_example(spark: SparkSession, name: str, lake_dir: Path, raw: Path | None = None) -> Lake:
+def run_example(
+    spark: SparkSession, name: str, lake_dir: Path, raw: Path | None = None, results: dict[str, StageResult] | None = None
+) -> Lake:
     settings = load_settings(
         config_file=CONF / f"{name}.yaml", overrides={"paths.raw": str(raw or DATA / name), "paths.lake": str(lake_dir)}
     )
@@ -35,8 +38,10 @@ def run_example(spark: SparkSession, name: str, lake_dir: Path, raw: Path | None
     ctx = StageContext(settings=settings, spark=spark, lake=lake)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(settings.refine.pii_key_env, "examples-test-key")
-        run_stage(ctx, "ingest")
-        run_stage(ctx, "refine")
+        for stage in ("ingest", "refine"):
+            result = run_stage(ctx, stage)
+            if results is not None:
+                results[stage] = result
     return lake
 
 
@@ -49,6 +54,10 @@ def same(actual: DataFrame, expected: DataFrame) -> None:
 
 
 # -- retail invoices ----------------------------------------------------------------------
+RETAIL_RESULTS: dict[str, StageResult] = {}
+SERVICE_CODES = {"POST", "DOT", "M", "D", "C2", "S", "B", "CRUK", "PADS", "BANK CHARGES", "AMAZONFEE"}
+
+
 @pytest.fixture(scope="module")
 def retail(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
     """The sample export, with the 2 December lines re-spelled in ISO (as a re-export writes them):
@@ -61,7 +70,29 @@ def retail(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lak
                  for line in lines]
     assert sum(a != b for a, b in zip(lines, respelled)) == 4
     (root / "raw" / "online_retail" / src.name).write_text("".join(respelled), encoding="utf-8")
-    return run_example(spark, "retail_invoices", root / "lake", raw=root / "raw")
+    return run_example(spark, "retail_invoices", root / "lake", raw=root / "raw", results=RETAIL_RESULTS)
+
+
+def test_retail_rows_dropped_by_each_mapping_filter_are_counted_and_noted(retail: Lake) -> None:
+    with (DATA / "retail_invoices" / "online_retail" / "invoices_2010-12.csv").open(newline="", encoding="utf-8") as fh:
+        lines = list(csv.DictReader(fh))
+    def price(line: dict) -> float:
+        try:
+            return float(line["UnitPrice"])
+        except ValueError:
+            return 0.0
+    expected = {
+        "invoices->customers": sum(1 for x in lines if not x["CustomerID"]),
+        "invoices->products": sum(1 for x in lines if not (price(x) > 0 and not x["InvoiceNo"].startswith("C")
+                                                           and x["StockCode"] not in SERVICE_CODES)),
+        "invoices->order_items": sum(1 for x in lines if x["StockCode"] in SERVICE_CODES),
+    }
+    assert all(expected.values()), expected  # the sample exercises every filter
+    refine = RETAIL_RESULTS["refine"]
+    assert refine.outcome.filtered == expected
+    assert refine.metrics["filtered"] == sum(expected.values())
+    assert f"sources.invoices.targets.order_items.filter dropped {expected['invoices->order_items']} of {len(lines)} rows" \
+        in refine.notes
 
 
 def test_retail_orders_one_per_invoice_with_cancellations(spark: SparkSession, retail: Lake) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from crm_spark.config import Settings, SourceSettings, TargetMapping
@@ -61,12 +61,14 @@ class BatchCounts:
 @dataclass(frozen=True)
 class RefineOutcome:
     batches: dict[str, dict[int, BatchCounts]]  # "<source>-><target>" -> bronze batch -> counts
+    filtered: dict[str, int] = field(default_factory=dict)  # "<source>-><target>" -> rows its mapping filter dropped
 
 
 def run(ctx: StageContext) -> StageResult:
     key = pii_key(ctx.settings)
     notes: list[str] = []
     batches: dict[str, dict[int, BatchCounts]] = {}
+    filtered: dict[str, int] = {}
     for target in TARGET_ORDER:
         feeding = [(n, s, s.targets[target]) for n, s in ctx.settings.sources.items() if s.enabled and target in s.targets]
         if not feeding:
@@ -77,22 +79,29 @@ def run(ctx: StageContext) -> StageResult:
             if not ctx.exists(f"bronze.{name}"):
                 notes.append(f"bronze.{name} does not exist yet: run `crm-spark ingest` first")
                 continue
-            counts = refine_pair(ctx, name, source, target, mapping, key=key)
-            if counts is None:
+            refined = refine_pair(ctx, name, source, target, mapping, key=key)
+            if refined is None:
                 log.info("[refine] %s -> silver.%s: no new batches", name, target)
                 continue
-            batches[f"{name}->{target}"] = counts
+            batches[f"{name}->{target}"], dropped = refined
+            if mapping.filter:
+                filtered[f"{name}->{target}"] = dropped
+                seen = dropped + sum(c.mapped for c in refined[0].values())
+                notes.append(f"sources.{name}.targets.{target}.filter dropped {dropped:,} of {seen:,} rows")
     if not batches and not any("exist" in n for n in notes):
         notes.append("nothing new to refine")
     totals = {k: float(sum(getattr(c, k) for b in batches.values() for c in b.values()))
               for k in ("mapped", "accepted", "quarantined")}
-    return StageResult(STAGE, notes=tuple(notes), metrics=totals, outcome=RefineOutcome(batches))
+    if filtered:
+        totals["filtered"] = float(sum(filtered.values()))
+    return StageResult(STAGE, notes=tuple(notes), metrics=totals, outcome=RefineOutcome(batches, filtered))
 
 
 def refine_pair(
     ctx: StageContext, name: str, source: SourceSettings, target: str, mapping: TargetMapping, *, key: bytes
-) -> dict[int, BatchCounts] | None:
-    """Refine the bronze batches of ``name`` not yet in ``silver.<target>``; their counts, or None."""
+) -> tuple[dict[int, BatchCounts], int] | None:
+    """Refine the bronze batches of ``name`` not yet in ``silver.<target>``: their counts and the
+    rows the mapping's filter dropped (before mapping: not counted as mapped), or None."""
     lake, settings = ctx.lake, ctx.settings
     silver_table, quarantine = f"silver.{target}", f"quarantine.{target}"
     app = f"refine:{name}"
@@ -103,11 +112,12 @@ def refine_pair(
         return None
     token = Txn(app, int(last))
     formats = source.timestamp_formats or settings.refine.timestamp_formats
+    dropped = Observation(f"refine_filter_{name}_{target}") if mapping.filter else None
 
     try:
         conformed = R.conform(
             bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
-            collapse=mapping.collapse, timestamp_formats=formats,
+            collapse=mapping.collapse, timestamp_formats=formats, dropped=dropped,
         )
     except AnalysisException as exc:  # a mapping naming a column the files lack, or bad SQL
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -142,6 +152,8 @@ def refine_pair(
                 F.sum(F.when(R.only_dedupe_reasons(), 1).otherwise(0)).alias("deduplicated"),
             ).collect()
         }
+        # The count above computed the filtered frame: its observation is complete.
+        filtered_rows = int(dropped.get.get("rows") or 0) if dropped is not None else 0
         # Copies and older versions of a key are expected (snapshots, re-deliveries), not dirt:
         # the reject-share check counts them neither as mapped nor as rejected.
         mapped = sum(b.mapped - b.deduplicated for b in per_batch.values())
@@ -166,7 +178,7 @@ def refine_pair(
             "[refine] %s -> silver.%s batch %d: %s mapped = %s accepted + %s quarantined",
             name, target, batch, f"{c.mapped:,}", f"{c.accepted:,}", f"{c.quarantined:,}",
         )
-    return per_batch
+    return per_batch, filtered_rows
 
 
 def _rejections(checked: DataFrame, *, mapped: int, target: str, source: str, top: int = 3) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from crm_spark.contracts import Field
@@ -43,6 +43,7 @@ def conform(
     explode: str | None = None,
     collapse: bool = False,
     timestamp_formats: Sequence[str] = (),
+    dropped: Observation | None = None,
 ) -> DataFrame:
     """Map a bronze frame (their columns) onto the target's raw columns, all strings.
 
@@ -50,13 +51,17 @@ def conform(
     column is the same-named source column (null when the source has none). ``collapse`` keeps
     one row per key: the one whose values sort first, column by column in the table's order,
     dates and times by the instant they parse to with ``timestamp_formats`` (so the earliest
-    date whatever its spelling), everything else as text.
+    date whatever its spelling), everything else as text. ``dropped``, if given, observes as
+    ``rows`` how many rows ``filter_expr`` dropped (false or null) when the frame is computed.
     """
     df = bronze
     if explode:
         df = df.select("*", F.posexplode_outer(F.expr(explode)).alias("_pos", "_item"))
     if filter_expr:
-        df = df.filter(F.expr(filter_expr))
+        kept = F.coalesce(F.expr(filter_expr), F.lit(False))
+        if dropped is not None:
+            df = df.observe(dropped, F.count_if(~kept).alias("rows"))
+        df = df.filter(kept)
     wanted = raw_columns(target)
     cols = []
     for name in wanted:
