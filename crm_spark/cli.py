@@ -205,7 +205,7 @@ def _summary(out: TextIO, results: list[StageResult], seconds: float, *, pending
 # The numbers each stage's summary line shows (a model metric beside its baseline).
 _HEADLINE = {
     "refine": ("mapped", "accepted", "quarantined", "filtered"),
-    "segment": ("k", "silhouette"),
+    "segment": ("k", "silhouette", "silhouette_euclidean"),
     "basket": ("baskets", "rules"),
     "churn": ("logistic_regression.roc_auc", "gbt.roc_auc", "baseline.recency.roc_auc", "champion.version"),
 }

@@ -36,6 +36,7 @@ from crm_spark.ml.segment import (
     choose_k,
     cluster_centers,
     clustering_metrics,
+    euclidean_silhouette,
     name_segments,
     preprocessing_stages,
     profile_ratios,
@@ -87,6 +88,19 @@ def test_clustering_metrics_match_a_hand_computation(spark: SparkSession) -> Non
     x = np.array([p for _, p in points])
     labels = [c for c, _ in points]
     assert metrics["silhouette"] == pytest.approx(silhouette_score(x, labels, metric="sqeuclidean"), rel=1e-9)
+
+
+def test_euclidean_silhouette_is_scikit_learns_and_differs_from_the_squared_one(spark: SparkSession) -> None:
+    rng = np.random.default_rng(5)
+    x = np.vstack([rng.normal(c, 1.0, size=(n, 3)) for c, n in ((0.0, 1200), (3.0, 700), (6.0, 1))])
+    labels = [0] * 1200 + [1] * 700 + [2]  # 1,901 rows: two blocks of 1,000, and a cluster of one
+    frame = _vectors(spark, list(zip(labels, x.tolist())))
+    ours = euclidean_silhouette(frame)
+    assert ours == pytest.approx(silhouette_score(x, labels, metric="euclidean"), abs=1e-9)
+    assert abs(ours - clustering_metrics(frame)["silhouette"]) > 0.05  # the distance matters
+    sampled = euclidean_silhouette(frame, max_points=500, total=len(labels), seed=1)
+    assert sampled == pytest.approx(ours, abs=0.05)
+    assert math.isnan(euclidean_silhouette(_vectors(spark, [(3, [0.0, 1.0]), (3, [0.0, 3.0])])))
 
 
 def test_clustering_metrics_give_no_silhouette_for_one_cluster(spark: SparkSession) -> None:
@@ -314,15 +328,36 @@ def test_names_follow_the_profiles_not_the_cluster_ids() -> None:
     assert name_segments(shuffled, rules=RULES) == {relabel[c]: name for c, name in original.items()}
 
 
-def test_a_repeated_name_is_numbered_by_mean_spend() -> None:
+def test_a_repeated_name_says_how_each_cluster_differs_from_its_namesakes() -> None:
     profiles = [
         _profile(0, 50, recency_days=300.0, monetary=400.0),
         _profile(1, 50, recency_days=320.0, monetary=900.0),
         _profile(2, 200, recency_days=20.0),
     ]
     # population: recency (50*300 + 50*320 + 200*20) / 300 = 116.7, so clusters 0 and 1 lapsed;
-    # cluster 2 orders as often as the average (ratio 1.0): Regulars
-    assert name_segments(profiles, rules=RULES) == {1: "At-risk", 0: "At-risk 2", 2: "Regulars"}
+    # cluster 2 orders as often as the average (ratio 1.0): Regulars. The two At-risk clusters
+    # differ most in spend (900 vs 400; recency 320 vs 300 is under 10 %).
+    assert name_segments(profiles, rules=RULES) == {
+        1: "At-risk (higher spend)", 0: "At-risk (lower spend)", 2: "Regulars"}
+
+
+def test_three_namesakes_get_three_different_qualifiers_and_twins_a_number() -> None:
+    # A base of mostly one-time buyers: three low-frequency clusters, all "Occasional".
+    occasional = {"frequency": 1.0, "recency_days": 40.0}
+    profiles = [
+        _profile(0, 400, **occasional, monetary=60.0, avg_order_value=60.0),
+        _profile(1, 400, **occasional, monetary=60.0, avg_order_value=60.0, tenure_days=1200.0),
+        _profile(2, 400, **occasional, monetary=240.0, avg_order_value=240.0),
+        _profile(3, 100, frequency=20.0, monetary=4000.0, avg_order_value=200.0),
+    ]
+    names = name_segments(profiles, rules=RULES)
+    assert names[3] == "High-value loyal"
+    assert names[2] == "Occasional (higher spend)"  # highest spend first: it stands out by spend
+    assert names[1] == "Occasional (longer-standing)"
+    assert names[0] in {"Occasional (lower spend)", "Occasional (smaller baskets)", "Occasional (newer)"}
+    assert len(set(names.values())) == len(names)
+    twins = [_profile(0, 50, recency_days=300.0), _profile(1, 50, recency_days=310.0), _profile(2, 200, recency_days=20.0)]
+    assert name_segments(twins, rules=RULES) == {0: "At-risk", 1: "At-risk 2", 2: "Regulars"}
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -491,6 +526,9 @@ def test_stage_logs_one_mlflow_run_with_lineage_metrics_and_model(stage_runs: di
     assert run.data.params["input.gold.customer_features.version"] == str(stage_runs["features_version"])
     assert run.data.metrics["k"] == 3.0
     assert {"silhouette", "silhouette_k2", "silhouette_k3", "silhouette_k4", "cost_k3"} <= set(run.data.metrics)
+    euclidean = run.data.metrics["silhouette_euclidean"]
+    assert euclidean == pytest.approx(first.metrics["silhouette_euclidean"]) == first.outcome.silhouette_euclidean
+    assert 0 < euclidean < run.data.metrics["silhouette"]  # squared distances separate these groups more
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "config.json", "quality.json", "segment_names.json", "figures"} <= artifacts
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}

@@ -170,6 +170,47 @@ def clustering_metrics(predicted: DataFrame) -> dict[str, float]:
     }
 
 
+def euclidean_silhouette(predicted: DataFrame, *, max_points: int = 5000, total: int | None = None,
+                         seed: int = 0) -> float:
+    """Mean silhouette with plain Euclidean distance, as scikit-learn's ``silhouette_score``
+    reports it (Spark's evaluator offers squared Euclidean and cosine only), over :data:`SCALED`
+    and :data:`CLUSTER`; exact up to ``max_points`` rows, else on a seeded random sample of about
+    that many (``total``: the row count, when known). Computed on the driver in blocks of 1,000
+    rows (one Spark job to collect the points). NaN with fewer than two clusters."""
+    import numpy as np
+
+    fraction = 1.0 if total is None else min(1.0, 1.2 * max_points / max(total, 1))
+    rows = predicted.sample(fraction=fraction, seed=seed) if fraction < 1.0 else predicted
+    if total is None or fraction < 1.0:
+        rows = rows.limit(max_points)
+    got = rows.select(vector_to_array(F.col(SCALED)).alias("x"), F.col(CLUSTER).alias("c")).collect()
+    if not got:
+        return math.nan
+    x = np.array([r["x"] for r in got], dtype=float)
+    ids, labels = np.unique(np.array([r["c"] for r in got]), return_inverse=True)
+    if len(ids) < 2:
+        return math.nan
+    onehot = np.eye(len(ids))[labels]  # n x k
+    sizes = onehot.sum(axis=0)
+    squares = (x * x).sum(axis=1)
+    scores = np.empty(len(x))
+    for start in range(0, len(x), 1000):
+        block = slice(start, start + 1000)
+        d = np.sqrt(np.maximum(squares[block, None] + squares[None, :] - 2.0 * x[block] @ x.T, 0.0))
+        rows_here = np.arange(d.shape[0])
+        d[rows_here, start + rows_here] = 0.0  # a point's distance to itself, not rounding noise
+        sums = d @ onehot  # distance from each row of the block to every cluster, summed
+        own = labels[block]
+        own_size = sizes[own]
+        a = sums[np.arange(len(own)), own] / np.maximum(own_size - 1, 1)
+        other = sums / sizes
+        other[np.arange(len(own)), own] = np.inf
+        b = other.min(axis=1)
+        s = (b - a) / np.maximum(np.maximum(a, b), 1e-300)
+        scores[block] = np.where(own_size > 1, s, 0.0)  # a cluster of one scores 0, as in scikit-learn
+    return float(scores.mean())
+
+
 def choose_k(
     metrics_by_k: Mapping[int, Mapping[str, float]],
     *,
@@ -411,19 +452,60 @@ def name_segments(
 
     Each profile (a dict with ``key``, ``customers`` and the :data:`NAMING_COLUMNS` means, as
     :func:`profile_rows` returns) is named by :func:`segment_name`. When several clusters get
-    the same name they are ordered by mean monetary (highest first), then frequency, then
-    customers, and numbered: "At-risk", "At-risk 2", ... The ids only carry the names: relabel
-    the clusters and every profile keeps its name.
+    the same name, each is told apart by where it differs most from the others of that name
+    ("Occasional (higher spend)", "Occasional (more recent)"; see :data:`QUALIFIERS`), taking
+    them in order of mean monetary (highest first), then frequency, then customers; a cluster
+    within 10 % of its namesakes on every column is numbered instead ("Occasional 2"). The ids
+    only carry the names: relabel the clusters and every profile keeps its name.
     """
     ratios = profile_ratios(profiles)
     base = [segment_name(r, rules) for r in ratios]
     names: dict[Any, str] = {}
     for name in dict.fromkeys(base):
-        holders = [p for p, b in zip(profiles, base) if b == name]
-        holders.sort(key=_rank_key)
+        holders = sorted((p for p, b in zip(profiles, base) if b == name), key=_rank_key)
+        if len(holders) == 1:
+            names[holders[0][key]] = name
+            continue
+        taken: set[tuple[str, bool]] = set()
         for i, p in enumerate(holders):
-            names[p[key]] = name if i == 0 else f"{name} {i + 1}"
+            others = [o for o in holders if o is not p]
+            qualifier = _qualifier(p, others, taken)
+            if qualifier:
+                names[p[key]] = f"{name} ({QUALIFIERS[qualifier]})"
+            else:
+                names[p[key]] = name if i == 0 else f"{name} {i + 1}"
     return names
+
+
+# How a cluster differs from the namesakes it is told apart from: (column, above them) -> words.
+QUALIFIERS: dict[tuple[str, bool], str] = {
+    ("monetary", True): "higher spend", ("monetary", False): "lower spend",
+    ("frequency", True): "more orders", ("frequency", False): "fewer orders",
+    ("avg_order_value", True): "bigger baskets", ("avg_order_value", False): "smaller baskets",
+    ("recency_days", True): "longer gone", ("recency_days", False): "more recent",
+    ("tenure_days", True): "longer-standing", ("tenure_days", False): "newer",
+}
+_MIN_DIFFERENCE = math.log(1.1)
+
+
+def _qualifier(
+    profile: Mapping[str, Any], others: Sequence[Mapping[str, Any]], taken: set[tuple[str, bool]]
+) -> tuple[str, bool] | None:
+    """The column (and direction) where ``profile`` differs most from the customer-weighted mean
+    of ``others``, on a log scale, among those not ``taken``; None under 10 % everywhere."""
+    weight = sum(int(o["customers"]) for o in others) or 1
+    gaps = []
+    for c in NAMING_COLUMNS:
+        mean = sum(float(o[c]) * int(o["customers"]) for o in others) / weight
+        gap = math.log((max(float(profile[c]), 0.0) + 1.0) / (max(mean, 0.0) + 1.0))
+        gaps.append((abs(gap), (c, gap > 0)))
+    for size, qualifier in sorted(gaps, key=lambda g: -g[0]):
+        if size < _MIN_DIFFERENCE:
+            return None
+        if qualifier not in taken:
+            taken.add(qualifier)
+            return qualifier
+    return None
 
 
 def _rank_key(profile: Mapping[str, Any]) -> tuple[float, ...]:

@@ -17,6 +17,7 @@ silhouette); they get ``segment.prospect_segment``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import date
 
@@ -33,6 +34,7 @@ from crm_spark.ml.segment import (
     KSelection,
     NamingRules,
     assign_clusters,
+    euclidean_silhouette,
     name_segments,
     pipeline_model,
     preprocessing_stages,
@@ -62,9 +64,10 @@ _HEATMAP_EXTRAS = ("orders_90d", "distinct_categories", "return_rate", "cart_aba
 @dataclass(frozen=True)
 class SegmentOutcome:
     k: int
-    silhouette: float
+    silhouette: float  # squared Euclidean (Spark's evaluator): what k is chosen by
     segments: dict[int, str]  # cluster id -> segment name
     clustered_customers: int
+    silhouette_euclidean: float = math.nan  # plain Euclidean, as scikit-learn reports it
 
 
 def run(ctx: StageContext, as_of: date) -> StageResult:
@@ -84,7 +87,7 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
             return StageResult(STAGE, skipped=f"{n} {who} at {as_of}: too few for segment.k_min={cfg.k_min} clusters")
         log.info("[segment] %s customers as of %s; trying %s k=%s..%s",
                  f"{n:,}", as_of, cfg.algorithm, k_values[0], k_values[-1])
-        fit = _fit(cfg, clustered, k_values=k_values, cached=cached)
+        fit = _fit(cfg, clustered, k_values=k_values, cached=cached, rows=n)
         named = fit.named
         if cfg.buyers_only:
             rest = unclustered(population.where(~F.col("has_orders")), segment_name=cfg.prospect_segment)
@@ -103,10 +106,12 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     silhouette = fit.selection.metrics_by_k[fit.selection.k]["silhouette"]
     return StageResult(
         STAGE,
-        metrics={"k": float(fit.selection.k), "silhouette": silhouette, "clustered_customers": float(n)},
+        metrics={"k": float(fit.selection.k), "silhouette": silhouette, "silhouette_euclidean": fit.silhouette_euclidean,
+                 "clustered_customers": float(n)},
         mlflow_run_id=run_id,
         model_version=model_version,
-        outcome=SegmentOutcome(fit.selection.k, silhouette, dict(sorted(fit.names.items())), n),
+        outcome=SegmentOutcome(fit.selection.k, silhouette, dict(sorted(fit.names.items())), n,
+                               fit.silhouette_euclidean),
     )
 
 
@@ -116,9 +121,10 @@ class _Fit:
     selection: KSelection
     names: dict[int, str]
     named: DataFrame  # the clustered customers with cluster, distance and segment name
+    silhouette_euclidean: float  # of the chosen clustering
 
 
-def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cached: list[DataFrame]) -> _Fit:
+def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cached: list[DataFrame], rows: int) -> _Fit:
     """Preprocess once, choose k, assign clusters and name them from their profiles."""
     preprocessing = Pipeline(stages=preprocessing_stages(features=cfg.features, log_features=cfg.log_features))
     fitted = preprocessing.fit(clustered)
@@ -136,12 +142,15 @@ def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cac
         restarts=cfg.restarts,
         parallelism=cfg.parallelism,
     )
-    log.info("[segment] chose k=%d (silhouette %.3f)", selection.k, selection.metrics_by_k[selection.k]["silhouette"])
     assigned = assign_clusters(prepared, selection.model).cache()
     cached.append(assigned)
+    euclidean = euclidean_silhouette(assigned, total=rows, seed=cfg.seed)
+    log.info("[segment] chose k=%d (silhouette %.3f with squared Euclidean distance, as k is chosen; %.3f with "
+             "Euclidean distance, as scikit-learn reports it)",
+             selection.k, selection.metrics_by_k[selection.k]["silhouette"], euclidean)
     names = name_segments(profile_rows(assigned), rules=NamingRules(**cfg.naming.model_dump()))
     log.info("[segment] segments: %s", ", ".join(f"{c}={n}" for c, n in sorted(names.items())))
-    return _Fit(pipeline_model(fitted, selection.model), selection, names, with_segment_names(assigned, names))
+    return _Fit(pipeline_model(fitted, selection.model), selection, names, with_segment_names(assigned, names), euclidean)
 
 
 def _population(named: DataFrame, columns: list[str]) -> dict[str, tuple[float, float]]:
@@ -175,7 +184,8 @@ def _log_run(
     params = cfg.model_dump(mode="json")
     with tracker.start_run(STAGE, as_of=as_of, inputs=ctx.input_versions(), params=params,
                            quality=ctx.quality_summary()) as run:
-        tracker.log_metrics({**selection.metrics(), **ctx.written_rows(), "clustered_customers": float(clustered_rows)})
+        tracker.log_metrics({**selection.metrics(), **ctx.written_rows(), "clustered_customers": float(clustered_rows),
+                             "silhouette_euclidean": fit.silhouette_euclidean})
         for k, m in sorted(selection.metrics_by_k.items()):
             tracker.log_metrics({"silhouette_by_k": m["silhouette"], "cost_by_k": m["cost"]}, step=k)
         tracker.log_json({str(k): v for k, v in sorted(fit.names.items())}, "segment_names.json")
