@@ -38,6 +38,7 @@ from crm_spark.ml.segment import (
     clustering_metrics,
     euclidean_silhouette,
     name_segments,
+    redundant_features,
     preprocessing_stages,
     profile_ratios,
     segment_name,
@@ -101,6 +102,18 @@ def test_euclidean_silhouette_is_scikit_learns_and_differs_from_the_squared_one(
     sampled = euclidean_silhouette(frame, max_points=500, total=len(labels), seed=1)
     assert sampled == pytest.approx(ours, abs=0.05)
     assert math.isnan(euclidean_silhouette(_vectors(spark, [(3, [0.0, 1.0]), (3, [0.0, 3.0])])))
+
+
+def test_constant_and_duplicate_feature_columns_are_found(spark: SparkSession) -> None:
+    frame = spark.createDataFrame(
+        [(1.0, 5.0, 5.0, 0.0, 1.0, 2.0), (2.0, 9.0, 9.0, 0.0, 1.0, 2.0), (3.0, 1.0, 1.0, 0.0, None, 3.0)],
+        "a double, tenure double, visit double, flat double, holey double, b double",
+    )
+    assert redundant_features(frame, ["a", "tenure", "visit", "flat", "holey", "b"]) == {
+        "visit": "equals tenure for every customer",
+        "flat": "has the same value for every customer",
+    }
+    assert redundant_features(frame, ["a", "b"]) == {}
 
 
 def test_clustering_metrics_give_no_silhouette_for_one_cluster(spark: SparkSession) -> None:
@@ -444,7 +457,10 @@ def stage_runs(spark: SparkSession, settings: Settings, tmp_path_factory: pytest
     from crm_spark.stages.segment import PROFILES, SEGMENTS
 
     root: Path = tmp_path_factory.mktemp("segment_stage")
-    segment = settings.segment.model_copy(update={"k_min": 2, "k_max": 4, "restarts": 1})
+    # return_rate is 0 for everyone here: the stage leaves it out (and says so), so the clusters
+    # come from the default features alone
+    segment = settings.segment.model_copy(
+        update={"k_min": 2, "k_max": 4, "restarts": 1, "features": [*settings.segment.features, "return_rate"]})
     own = settings.model_copy(
         update={"paths": PathsSettings(raw=str(root / "raw"), lake=str(root / "lake")), "segment": segment}
     )
@@ -526,6 +542,8 @@ def test_stage_logs_one_mlflow_run_with_lineage_metrics_and_model(stage_runs: di
     assert run.data.params["input.gold.customer_features.version"] == str(stage_runs["features_version"])
     assert run.data.metrics["k"] == 3.0
     assert {"silhouette", "silhouette_k2", "silhouette_k3", "silhouette_k4", "cost_k3"} <= set(run.data.metrics)
+    assert json.loads(run.data.params["features_used"]) == list(ctx.settings.segment.features[:-1])
+    assert first.notes == ("segment.features: return_rate has the same value for every customer: left out of the clustering",)
     euclidean = run.data.metrics["silhouette_euclidean"]
     assert euclidean == pytest.approx(first.metrics["silhouette_euclidean"]) == first.outcome.silhouette_euclidean
     assert 0 < euclidean < run.data.metrics["silhouette"]  # squared distances separate these groups more

@@ -36,6 +36,7 @@ from crm_spark.ml.segment import (
     assign_clusters,
     euclidean_silhouette,
     name_segments,
+    redundant_features,
     pipeline_model,
     preprocessing_stages,
     profile_rows,
@@ -85,9 +86,16 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         if not k_values:
             who = "customers with a completed order" if cfg.buyers_only else "customers"
             return StageResult(STAGE, skipped=f"{n} {who} at {as_of}: too few for segment.k_min={cfg.k_min} clusters")
-        log.info("[segment] %s customers as of %s; trying %s k=%s..%s",
-                 f"{n:,}", as_of, cfg.algorithm, k_values[0], k_values[-1])
-        fit = _fit(cfg, clustered, k_values=k_values, cached=cached, rows=n)
+        left_out = redundant_features(clustered, cfg.features)
+        notes = tuple(f"segment.features: {c} {why}: left out of the clustering" for c, why in left_out.items())
+        for note in notes:
+            log.warning("[segment] %s", note)
+        features = [c for c in cfg.features if c not in left_out]
+        if not features:
+            return StageResult(STAGE, notes=notes, skipped="no segment.features column varies between customers")
+        log.info("[segment] %s customers as of %s; trying %s k=%s..%s on %s",
+                 f"{n:,}", as_of, cfg.algorithm, k_values[0], k_values[-1], ", ".join(features))
+        fit = _fit(cfg, clustered, features=features, k_values=k_values, cached=cached, rows=n)
         named = fit.named
         if cfg.buyers_only:
             rest = unclustered(population.where(~F.col("has_orders")), segment_name=cfg.prospect_segment)
@@ -108,6 +116,7 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         STAGE,
         metrics={"k": float(fit.selection.k), "silhouette": silhouette, "silhouette_euclidean": fit.silhouette_euclidean,
                  "clustered_customers": float(n)},
+        notes=notes,
         mlflow_run_id=run_id,
         model_version=model_version,
         outcome=SegmentOutcome(fit.selection.k, silhouette, dict(sorted(fit.names.items())), n,
@@ -122,11 +131,16 @@ class _Fit:
     names: dict[int, str]
     named: DataFrame  # the clustered customers with cluster, distance and segment name
     silhouette_euclidean: float  # of the chosen clustering
+    features: list[str]  # segment.features less the constant and duplicate ones
 
 
-def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cached: list[DataFrame], rows: int) -> _Fit:
+def _fit(
+    cfg: SegmentSettings, clustered: DataFrame, *, features: list[str], k_values: list[int], cached: list[DataFrame],
+    rows: int,
+) -> _Fit:
     """Preprocess once, choose k, assign clusters and name them from their profiles."""
-    preprocessing = Pipeline(stages=preprocessing_stages(features=cfg.features, log_features=cfg.log_features))
+    log_features = [c for c in cfg.log_features if c in features]
+    preprocessing = Pipeline(stages=preprocessing_stages(features=features, log_features=log_features))
     fitted = preprocessing.fit(clustered)
     prepared = fitted.transform(clustered).cache()
     cached.append(prepared)
@@ -150,7 +164,8 @@ def _fit(cfg: SegmentSettings, clustered: DataFrame, *, k_values: list[int], cac
              selection.k, selection.metrics_by_k[selection.k]["silhouette"], euclidean)
     names = name_segments(profile_rows(assigned), rules=NamingRules(**cfg.naming.model_dump()))
     log.info("[segment] segments: %s", ", ".join(f"{c}={n}" for c, n in sorted(names.items())))
-    return _Fit(pipeline_model(fitted, selection.model), selection, names, with_segment_names(assigned, names), euclidean)
+    return _Fit(pipeline_model(fitted, selection.model), selection, names, with_segment_names(assigned, names), euclidean,
+                features)
 
 
 def _population(named: DataFrame, columns: list[str]) -> dict[str, tuple[float, float]]:
@@ -181,7 +196,7 @@ def _log_run(
     points, explained = projection(named, max_points=cfg.projection_points, total=clustered_rows, seed=cfg.seed)
     point_frame = points.toPandas()
     tracker = ctx.tracker
-    params = cfg.model_dump(mode="json")
+    params = {**cfg.model_dump(mode="json"), "features_used": fit.features}
     with tracker.start_run(STAGE, as_of=as_of, inputs=ctx.input_versions(), params=params,
                            quality=ctx.quality_summary()) as run:
         tracker.log_metrics({**selection.metrics(), **ctx.written_rows(), "clustered_customers": float(clustered_rows),
