@@ -26,11 +26,6 @@ END = E2E_END
 
 
 @pytest.fixture(scope="module")
-def generated(e2e: EndToEnd) -> Path:
-    return e2e.raw
-
-
-@pytest.fixture(scope="module")
 def lines(e2e: EndToEnd) -> DataFrame:
     return purchase_lines(e2e.lake.read("silver.orders"), e2e.lake.read("silver.order_items"), as_of=END).cache()
 
@@ -42,9 +37,9 @@ def pair_rules(lines: DataFrame) -> DataFrame:
     return association_rules(model, min_lift=0.0, max_size=2).cache()
 
 
-def _planted_pairs(generated: Path) -> set[frozenset[str]]:
+def _planted_pairs(raw: Path) -> set[frozenset[str]]:
     """Every unordered pair inside a planted group: the pair itself, or a triple's three pairs."""
-    truth = (generated / "_truth" / "associations.json").read_text().splitlines()
+    truth = (raw / "_truth" / "associations.json").read_text().splitlines()
     groups = [json.loads(line)["items"] for line in truth if line.strip()]
     return {frozenset(p) for g in groups for p in itertools.combinations(g, 2)}
 
@@ -54,15 +49,15 @@ def _ranked_pairs(rules: DataFrame, top: int) -> list[frozenset[str]]:
     return [frozenset([*r.antecedent, r.consequent]) for r in rows]
 
 
-def test_every_planted_pair_is_among_the_top_rules_by_lift(generated: Path, pair_rules: DataFrame) -> None:
-    planted = _planted_pairs(generated)
+def test_every_planted_pair_is_among_the_top_rules_by_lift(e2e: EndToEnd, pair_rules: DataFrame) -> None:
+    planted = _planted_pairs(e2e.raw)
     # Each pair gives two rules (a -> b and b -> a); allow as many again for noise in between.
     top = set(_ranked_pairs(pair_rules, 4 * len(planted)))
     assert planted - top == set()
 
 
-def test_the_strongest_rules_are_planted_pairs(generated: Path, pair_rules: DataFrame) -> None:
-    planted = _planted_pairs(generated)
+def test_the_strongest_rules_are_planted_pairs(e2e: EndToEnd, pair_rules: DataFrame) -> None:
+    planted = _planted_pairs(e2e.raw)
     assert all(pair in planted for pair in _ranked_pairs(pair_rules, 10))
 
 
