@@ -460,7 +460,7 @@ def stage_runs(spark: SparkSession, settings: Settings, tmp_path_factory: pytest
     # return_rate is 0 for everyone here: the stage leaves it out (and says so), so the clusters
     # come from the default features alone
     segment = settings.segment.model_copy(
-        update={"k_min": 2, "k_max": 4, "restarts": 1, "features": [*settings.segment.features, "return_rate"]})
+        update={"k_min": 2, "k_max": 4, "restarts": 1, "features": (*settings.segment.features, "return_rate")})
     own = settings.model_copy(
         update={"paths": PathsSettings(raw=str(root / "raw"), lake=str(root / "lake")), "segment": segment}
     )
