@@ -53,10 +53,11 @@ def tracking_uri(settings: Settings) -> str:
             "(e.g. http://mlflow:5000) or MLFLOW_TRACKING_URI"
         )
     (lake / "_mlflow").mkdir(parents=True, exist_ok=True)
-    db = (lake / "_mlflow" / "mlflow.db").resolve()
-    if not db.exists():
-        _seed_from_schema_template(db)
-    return f"sqlite:///{db}"
+    return f"sqlite:///{_default_store(lake)}"
+
+
+def _default_store(lake: Path) -> Path:
+    return (lake / "_mlflow" / "mlflow.db").resolve()
 
 
 def _schema_template() -> Path | None:
@@ -84,7 +85,9 @@ def _schema_template() -> Path | None:
 
 
 def _seed_from_schema_template(db: Path) -> None:
-    """Start the store at ``db`` as a copy of the schema template (never over an existing file)."""
+    """Start a new store at ``db`` as a copy of the schema template (never over an existing file)."""
+    if db.exists():
+        return
     template = _schema_template()
     if template is None:
         return
@@ -116,6 +119,10 @@ class Tracker:
 
         self.settings = settings
         self.uri = tracking_uri(settings)
+        lake = _local_lake(settings)
+        store = _default_store(lake) if lake is not None else None
+        if store is not None and self.uri == f"sqlite:///{store}":  # the lake's own store, not a configured one
+            _seed_from_schema_template(store)
         self._mlflow = mlflow
         self._stage: str | None = None
         self._as_of: date | None = None

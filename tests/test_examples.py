@@ -93,6 +93,9 @@ def test_retail_rows_dropped_by_each_mapping_filter_are_counted_and_noted(retail
     assert refine.metrics["filtered"] == sum(expected.values())
     assert f"sources.invoices.targets.order_items.filter dropped {expected['invoices->order_items']} of {len(lines)} rows" \
         in refine.notes
+    # customers collapse to one row per customer after the filter: the note still counts lines
+    assert f"sources.invoices.targets.customers.filter dropped {expected['invoices->customers']} of {len(lines)} rows" \
+        in refine.notes
 
 
 def test_retail_orders_one_per_invoice_with_cancellations(spark: SparkSession, retail: Lake) -> None:

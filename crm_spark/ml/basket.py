@@ -214,19 +214,18 @@ def _bound(
     histogram: Mapping[int, int], m: int, f1: int, f2: int | None = None, cliques: Mapping[int, int] | None = None
 ) -> float:
     total = float(f1)
-    x = (1 + math.sqrt(1 + 8 * f2)) / 2 if f2 is not None else None
     for k in range(2, max(histogram, default=0) + 1):
         if sum(count for size, count in histogram.items() if size >= k) < m:
             break  # fewer than m baskets hold k frequent items: no k-itemset is frequent
         occurrences = sum(count * math.comb(size, k) for size, count in histogram.items() if size >= k)
         term = min(_as_float(math.comb(f1, k)), _as_float(occurrences // m))
-        if f2 is not None and x is not None:
+        if f2 is not None:
             if k == 2:
                 term = min(term, float(f2))
             elif cliques is not None:
                 term = min(term, float(cliques.get(k, 0)))
-            else:
-                term = min(term, _real_comb_floor(x, k))
+            else:  # Kruskal-Katona: C(x, k) with C(x, 2) = f2
+                term = min(term, _real_comb_floor((1 + math.sqrt(1 + 8 * f2)) / 2, k))
         if term < 1:
             break
         total += term

@@ -196,6 +196,12 @@ def redundant_features(frame: DataFrame, features: Sequence[str]) -> dict[str, s
     return out
 
 
+def at_most(frame: DataFrame, max_points: int, *, total: int, seed: int) -> DataFrame:
+    """``frame`` (``total`` rows) itself, or a seeded random sample of at most ``max_points`` rows."""
+    fraction = min(1.0, 1.2 * max_points / max(total, 1))
+    return frame.sample(fraction=fraction, seed=seed).limit(max_points) if fraction < 1.0 else frame
+
+
 def euclidean_silhouette(predicted: DataFrame, *, max_points: int = 5000, total: int | None = None,
                          seed: int = 0) -> float:
     """Mean silhouette with plain Euclidean distance, as scikit-learn's ``silhouette_score``
@@ -205,10 +211,7 @@ def euclidean_silhouette(predicted: DataFrame, *, max_points: int = 5000, total:
     rows (one Spark job to collect the points). NaN with fewer than two clusters."""
     import numpy as np
 
-    fraction = 1.0 if total is None else min(1.0, 1.2 * max_points / max(total, 1))
-    rows = predicted.sample(fraction=fraction, seed=seed) if fraction < 1.0 else predicted
-    if total is None or fraction < 1.0:
-        rows = rows.limit(max_points)
+    rows = predicted.limit(max_points) if total is None else at_most(predicted, max_points, total=total, seed=seed)
     got = rows.select(vector_to_array(F.col(SCALED)).alias("x"), F.col(CLUSTER).alias("c")).collect()
     if not got:
         return math.nan
@@ -550,8 +553,7 @@ def projection(segments: DataFrame, *, max_points: int, total: int, seed: int) -
     and the share of variance each component explains."""
     clustered = segments.where(F.col(CLUSTER).isNotNull())
     pca = PCA(k=2, inputCol=SCALED, outputCol="_pc").fit(clustered)
-    fraction = min(1.0, 1.2 * max_points / max(total, 1))
-    sample = clustered.sample(fraction=fraction, seed=seed).limit(max_points) if fraction < 1.0 else clustered
+    sample = at_most(clustered, max_points, total=total, seed=seed)
     pcs = vector_to_array(F.col("_pc"))
     points = pca.transform(sample).select(pcs[0].alias("pc1"), pcs[1].alias("pc2"), CLUSTER, SEGMENT)
     explained = pca.explainedVariance.toArray()

@@ -59,6 +59,14 @@ class BatchCounts:
 
 
 @dataclass(frozen=True)
+class FilterCounts:
+    """What one mapping filter did to a refine run's bronze rows."""
+
+    seen: int
+    dropped: int  # the filter was false or null
+
+
+@dataclass(frozen=True)
 class RefineOutcome:
     batches: dict[str, dict[int, BatchCounts]]  # "<source>-><target>" -> bronze batch -> counts
     filtered: dict[str, int] = field(default_factory=dict)  # "<source>-><target>" -> rows its mapping filter dropped
@@ -83,11 +91,11 @@ def run(ctx: StageContext) -> StageResult:
             if refined is None:
                 log.info("[refine] %s -> silver.%s: no new batches", name, target)
                 continue
-            batches[f"{name}->{target}"], dropped = refined
-            if mapping.filter:
-                filtered[f"{name}->{target}"] = dropped
-                seen = dropped + sum(c.mapped for c in refined[0].values())
-                notes.append(f"sources.{name}.targets.{target}.filter dropped {dropped:,} of {seen:,} rows")
+            batches[f"{name}->{target}"], by_filter = refined
+            if by_filter is not None:
+                filtered[f"{name}->{target}"] = by_filter.dropped
+                notes.append(f"sources.{name}.targets.{target}.filter dropped {by_filter.dropped:,} of "
+                             f"{by_filter.seen:,} rows")
     if not batches and not any("exist" in n for n in notes):
         notes.append("nothing new to refine")
     totals = {k: float(sum(getattr(c, k) for b in batches.values() for c in b.values()))
@@ -99,9 +107,9 @@ def run(ctx: StageContext) -> StageResult:
 
 def refine_pair(
     ctx: StageContext, name: str, source: SourceSettings, target: str, mapping: TargetMapping, *, key: bytes
-) -> tuple[dict[int, BatchCounts], int] | None:
-    """Refine the bronze batches of ``name`` not yet in ``silver.<target>``: their counts and the
-    rows the mapping's filter dropped (before mapping: not counted as mapped), or None."""
+) -> tuple[dict[int, BatchCounts], FilterCounts | None] | None:
+    """Refine the bronze batches of ``name`` not yet in ``silver.<target>``: their counts and, for a
+    mapping with a filter, the rows it saw and dropped (dropped rows are not mapped), or None."""
     lake, settings = ctx.lake, ctx.settings
     silver_table, quarantine = f"silver.{target}", f"quarantine.{target}"
     app = f"refine:{name}"
@@ -112,12 +120,12 @@ def refine_pair(
         return None
     token = Txn(app, int(last))
     formats = source.timestamp_formats or settings.refine.timestamp_formats
-    dropped = Observation(f"refine_filter_{name}_{target}") if mapping.filter else None
+    observed = Observation(f"refine_filter_{name}_{target}") if mapping.filter else None
 
     try:
         conformed = R.conform(
             bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
-            collapse=mapping.collapse, timestamp_formats=formats, dropped=dropped,
+            collapse=mapping.collapse, timestamp_formats=formats, dropped=observed,
         )
     except AnalysisException as exc:  # a mapping naming a column the files lack, or bad SQL
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -153,7 +161,10 @@ def refine_pair(
             ).collect()
         }
         # The count above computed the filtered frame: its observation is complete.
-        filtered_rows = int(dropped.get.get("rows") or 0) if dropped is not None else 0
+        filter_counts = None
+        if observed is not None:
+            values = observed.get
+            filter_counts = FilterCounts(seen=int(values.get("seen") or 0), dropped=int(values.get("rows") or 0))
         # Copies and older versions of a key are expected (snapshots, re-deliveries), not dirt:
         # the reject-share check counts them neither as mapped nor as rejected.
         mapped = sum(b.mapped - b.deduplicated for b in per_batch.values())
@@ -178,13 +189,13 @@ def refine_pair(
             "[refine] %s -> silver.%s batch %d: %s mapped = %s accepted + %s quarantined",
             name, target, batch, f"{c.mapped:,}", f"{c.accepted:,}", f"{c.quarantined:,}",
         )
-    return per_batch, filtered_rows
+    return per_batch, filter_counts
 
 
 def _rejections(checked: DataFrame, *, mapped: int, target: str, source: str, top: int = 3) -> str:
     """The commonest quarantine reasons of a refined batch with their share of its rows, one line."""
     rows = (
-        R.reason_counts(checked.filter(~R.only_dedupe_reasons()))
+        R.reason_counts(checked)
         .filter(~F.col("reason").isin(*R.DEDUPE_REASONS))
         .orderBy(F.desc("count"), "reason").limit(top).collect()
     )

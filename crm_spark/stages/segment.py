@@ -17,7 +17,6 @@ silhouette); they get ``segment.prospect_segment``.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from datetime import date
 
@@ -68,7 +67,7 @@ class SegmentOutcome:
     silhouette: float  # squared Euclidean (Spark's evaluator): what k is chosen by
     segments: dict[int, str]  # cluster id -> segment name
     clustered_customers: int
-    silhouette_euclidean: float = math.nan  # plain Euclidean, as scikit-learn reports it
+    silhouette_euclidean: float  # plain Euclidean, as scikit-learn reports it
 
 
 def run(ctx: StageContext, as_of: date) -> StageResult:

@@ -51,8 +51,8 @@ def conform(
     column is the same-named source column (null when the source has none). ``collapse`` keeps
     one row per key: the one whose values sort first, column by column in the table's order,
     dates and times by the instant they parse to with ``timestamp_formats`` (so the earliest
-    date whatever its spelling), everything else as text. ``dropped``, if given, observes as
-    ``rows`` how many rows ``filter_expr`` dropped (false or null) when the frame is computed.
+    date whatever its spelling), everything else as text. ``dropped``, if given, observes how many
+    rows ``filter_expr`` saw (``seen``) and dropped (``rows``: false or null) when the frame is computed.
     """
     df = bronze
     if explode:
@@ -60,7 +60,7 @@ def conform(
     if filter_expr:
         kept = F.coalesce(F.expr(filter_expr), F.lit(False))
         if dropped is not None:
-            df = df.observe(dropped, F.count_if(~kept).alias("rows"))
+            df = df.observe(dropped, F.count_if(~kept).alias("rows"), F.count(F.lit(1)).alias("seen"))
         df = df.filter(kept)
     wanted = raw_columns(target)
     cols = []
@@ -75,12 +75,11 @@ def conform(
     out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE))
     if collapse:
         spec = contract(target)
-        order = [
-            by
-            for f in spec.fields
-            for by in ([parse_field(f, F.col(f.name), timestamp_formats=timestamp_formats)]
-                       if f.kind in ("date", "timestamp") else []) + [F.col(f.name)]
-        ]
+        order = []
+        for f in spec.fields:
+            if f.kind in ("date", "timestamp"):
+                order.append(parse_field(f, F.col(f.name), timestamp_formats=timestamp_formats))
+            order.append(F.col(f.name))
         w = Window.partitionBy(*spec.keys).orderBy(*(c.asc_nulls_last() for c in order))
         out = out.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
     return out
