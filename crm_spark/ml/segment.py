@@ -127,10 +127,10 @@ def within_cluster_cost(predicted: DataFrame) -> float:
     return sum(_cost(m) for m in _moments(predicted))
 
 
-def _moments(predicted: DataFrame) -> list[Any]:
-    """Per cluster: rows ``n``, summed squared norms ``sum_sq`` and the summed vector ``total``."""
+def _moments(predicted: DataFrame, by: Sequence[str] = (CLUSTER,)) -> list[Any]:
+    """Per cluster (per ``by`` group): rows ``n``, summed squared norms ``sum_sq`` and the summed vector ``total``."""
     return (
-        predicted.groupBy(CLUSTER)
+        predicted.groupBy(*by)
         .agg(
             F.count(F.lit(1)).alias("n"),
             F.sum(_squared_norm(vector_to_array(F.col(SCALED)))).alias("sum_sq"),
@@ -140,12 +140,34 @@ def _moments(predicted: DataFrame) -> list[Any]:
     )
 
 
+def fit_moments(prepared: DataFrame, models: Sequence[Model]) -> list[list[Any]]:
+    """:func:`_moments` of each model's clustering of ``prepared``, all in one Spark job.
+
+    Every model predicts into its own column of one projection, the (model, cluster) pairs are
+    stacked and aggregated together: a k sweep with restarts needs the cost of every fit, and
+    one small job per fit would cost more than the fits' work on a few thousand customers.
+    """
+    frame = prepared.select(SCALED)
+    for i, model in enumerate(models):
+        own = model.copy()
+        own.setPredictionCol(f"_fit_{i}")
+        if isinstance(own, GaussianMixtureModel):
+            own.setProbabilityCol(f"_fit_probability_{i}")
+        frame = own.transform(frame).select(*frame.columns, f"_fit_{i}")
+    pairs = F.array(*[F.struct(F.lit(i).alias("_fit"), F.col(f"_fit_{i}").alias(CLUSTER)) for i in range(len(models))])
+    stacked = frame.select(F.col(SCALED), F.explode(pairs).alias("_p")).select("_p._fit", f"_p.{CLUSTER}", SCALED)
+    out: list[list[Any]] = [[] for _ in models]
+    for row in _moments(stacked, by=("_fit", CLUSTER)):
+        out[int(row["_fit"])].append(row)
+    return out
+
+
 def _cost(moment: Any) -> float:
     # sum |x - mean|^2 = sum |x|^2 - |sum x|^2 / n
     return max(float(moment["sum_sq"]) - float(moment["total"].dot(moment["total"])) / int(moment["n"]), 0.0)
 
 
-def clustering_metrics(predicted: DataFrame) -> dict[str, float]:
+def clustering_metrics(predicted: DataFrame, *, moments: Sequence[Any] | None = None) -> dict[str, float]:
     """Quality of one clustering of :data:`SCALED` into :data:`CLUSTER`.
 
     * ``silhouette``: mean silhouette with squared Euclidean distance (Spark's
@@ -153,8 +175,11 @@ def clustering_metrics(predicted: DataFrame) -> dict[str, float]:
     * ``cost``: within-cluster sum of squared distances to each cluster's mean (the k-means
       objective, computed the same way for every algorithm).
     * ``clusters``: non-empty clusters; ``smallest_cluster_share``: the smallest one's share.
+
+    ``moments``: the clustering's :func:`_moments` when already computed (:func:`fit_moments`).
     """
-    moments = _moments(predicted)
+    if moments is None:
+        moments = _moments(predicted)
     rows = sum(int(m["n"]) for m in moments)
     silhouette = math.nan
     if len(moments) >= 2:
@@ -323,13 +348,14 @@ def select_k(
         return clusterer(algorithm=algorithm, k=k, seed=seed + attempt, max_iter=max_iter, tol=tol).fit(prepared)
 
     def keep(k: int) -> tuple[Model, dict[str, float]]:
-        fits = [fitted[(k, attempt)] for attempt in range(restarts)]
         # on equal costs, min keeps the earliest seed
-        best = fits[0] if restarts == 1 else min(fits, key=lambda m: within_cluster_cost(m.transform(prepared)))
-        return best, clustering_metrics(best.transform(prepared))
+        best = min(range(restarts), key=lambda attempt: sum(_cost(m) for m in moments[(k, attempt)]))
+        model = fitted[(k, best)]
+        return model, clustering_metrics(model.transform(prepared), moments=moments[(k, best)])
 
     with ThreadPoolExecutor(max_workers=1 if algorithm == "gmm" else parallelism) as pool:
         fitted = dict(zip(attempts, pool.map(fit, attempts), strict=True))
+        moments = dict(zip(attempts, fit_moments(prepared, [fitted[a] for a in attempts]), strict=True))
         kept = dict(zip(ks, pool.map(keep, ks), strict=True))
     models = {k: model for k, (model, _) in kept.items()}
     metrics = {k: m for k, (_, m) in kept.items()}

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crm_spark.config import SegmentSettings
+from crm_spark.ml import sized
 from crm_spark.ml import segment_figures as figures
 from crm_spark.ml.segment import (
     CLUSTER,
@@ -141,7 +142,8 @@ def _fit(
     log_features = [c for c in cfg.log_features if c in features]
     preprocessing = Pipeline(stages=preprocessing_stages(features=features, log_features=log_features))
     fitted = preprocessing.fit(clustered)
-    prepared = fitted.transform(clustered).cache()
+    # One partition per 50,000 customers: every k-means iteration is a job with a task per partition.
+    prepared = sized(fitted.transform(clustered), rows).cache()
     cached.append(prepared)
     selection = select_k(
         prepared,
