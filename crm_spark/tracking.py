@@ -201,14 +201,16 @@ class Tracker:
             log.info("mlflow run %s (%s) logged to %s", run.info.run_id, f"{stage}-{as_of}", self.uri)
 
     def log_figure(self, fig: Any, filename: str) -> Path | None:
-        """Log a matplotlib figure to the active run and keep a PNG under ``<lake>/_reports/figures``."""
-        self._mlflow.log_figure(fig, f"figures/{filename}")
+        """Log a matplotlib figure to the active run and keep a PNG under ``<lake>/_reports/figures``
+        (rendered once: the PNG kept is the one logged)."""
         lake = _local_lake(self.settings)
         if lake is None or self._stage is None or self._as_of is None:
+            self._mlflow.log_figure(fig, f"figures/{filename}", save_kwargs={"dpi": 110, "bbox_inches": "tight"})
             return None
         out = lake / "_reports" / "figures" / self._stage / self._as_of.isoformat() / filename
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110, bbox_inches="tight")
+        self._mlflow.log_artifact(str(out), artifact_path="figures")
         return out
 
     def log_json(self, data: Any, filename: str) -> None:
