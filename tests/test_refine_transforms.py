@@ -6,6 +6,8 @@ HMAC pseudonyms, with Python's own ``hmac`` module.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -637,7 +639,7 @@ ORDERS_RAW = (
 
 
 def test_conform_maps_columns_with_expressions(spark: SparkSession) -> None:
-    actual = R.conform(_invoices(spark), target="orders", columns=ORDER_COLUMNS)
+    actual = R.conform(_invoices(spark), target="orders", columns=ORDER_COLUMNS).drop(R.SOURCE_HASH)
     expected = spark.createDataFrame(
         [
             ("536365", "17850", "2010-12-01 08:26:00", "online", "completed", None, None, 0, "inv.csv"),
@@ -654,7 +656,7 @@ def test_conform_takes_unlisted_columns_by_name(spark: SparkSession) -> None:
         [("P1", "Widget", "2.5", "ignored", None, 0, "p.csv")],
         f"product_id string, product_name string, price string, extra string, {LINEAGE_DDL}",
     )
-    actual = R.conform(bronze, target="products", columns={"list_price": "price"})
+    actual = R.conform(bronze, target="products", columns={"list_price": "price"}).drop(R.SOURCE_HASH)
     expected = spark.createDataFrame(
         [("P1", "Widget", None, None, None, "2.5", None, 0, "p.csv")],
         "product_id string, product_name string, category string, subcategory string, brand string, list_price string, "
@@ -704,7 +706,7 @@ def test_conform_explode_gives_one_row_per_basket_item(spark: SparkSession) -> N
         "quantity": "'1'",
         "unit_price": "'1'",
     }
-    actual = R.conform(bronze, target="order_items", columns=columns, explode="split(value, ',')")
+    actual = R.conform(bronze, target="order_items", columns=columns, explode="split(value, ',')").drop(R.SOURCE_HASH)
     expected = spark.createDataFrame(
         [
             ("B1", "0", "a", "1", "1", None, None, 4, "baskets.txt"),
@@ -715,6 +717,48 @@ def test_conform_explode_gives_one_row_per_basket_item(spark: SparkSession) -> N
         f"{LINEAGE_DDL}",
     )
     assert_same(actual, expected)
+
+
+LINE_COLUMNS = {  # line_no from what the line says, as a retail export without line numbers maps it
+    "order_id": "InvoiceNo", "line_no": "pmod(hash(StockCode, Quantity, UnitPrice), 2147483647)",
+    "product_id": "StockCode", "quantity": "Quantity", "unit_price": "UnitPrice",
+}
+
+
+def _lines(spark: SparkSession, rows: list[tuple[str, str]]) -> DataFrame:
+    """(Description, InvoiceDate) of lines that all say product 22633, quantity 6, price 1.85 on invoice 1."""
+    return spark.createDataFrame(
+        [("1", "22633", d, "6", when, "1.85", "17850", None, 0, "inv.csv") for d, when in rows],
+        INVOICE_DDL.replace("StockCode string,", "StockCode string, Description string,"),
+    )
+
+
+def test_conform_hashes_the_whole_source_line(spark: SparkSession) -> None:
+    bronze = _lines(spark, [("HAND WARMER", "12/1/2010 8:26"), ("HAND WARMER", "12/1/2010 8:26"),
+                            ("HAND WARMER UNION JACK", "12/1/2010 8:26")])
+    conformed = R.conform(bronze, target="order_items", columns=LINE_COLUMNS)
+    rows = conformed.select("line_no", R.SOURCE_HASH).collect()
+
+    assert len({r["line_no"] for r in rows}) == 1  # the mapped row is the same for all three
+    assert sorted(Counter(r[R.SOURCE_HASH] for r in rows).values()) == [1, 2]  # two lines are copies
+    # a collapsed row stands for many lines: no line to hash
+    assert R.SOURCE_HASH not in R.conform(_invoices(spark), target="orders", columns=ORDER_COLUMNS, collapse=True).columns
+
+
+def test_dedupe_calls_only_a_copy_of_the_whole_line_a_duplicate(spark: SparkSession) -> None:
+    # Same key and mapped values; the third line differs in a column the mapping does not read.
+    bronze = _lines(spark, [("HAND WARMER", "12/1/2010 8:26"), ("HAND WARMER", "12/1/2010 8:26"),
+                            ("HAND WARMER", "12/2/2010 9:00")])
+    conformed = R.conform(bronze, target="order_items", columns=LINE_COLUMNS)
+    checked = R.dedupe(R.validate(conformed, target="order_items", timestamp_formats=()), target="order_items")
+    rows = checked.select(R.SOURCE_HASH, R.REASONS).collect()
+    copies = Counter(r[R.SOURCE_HASH] for r in rows)
+    kept = [r for r in rows if not r[R.REASONS]]
+
+    assert len(kept) == 1 and all(r[R.REASONS] in (["duplicate_row"], ["superseded_version"]) for r in rows if r[R.REASONS])
+    # duplicate_row: only a line whose whole text equals the kept one's; the other line is another version
+    assert all(r[R.SOURCE_HASH] == kept[0][R.SOURCE_HASH] for r in rows if r[R.REASONS] == ["duplicate_row"])
+    assert [r[R.REASONS] for r in rows if copies[r[R.SOURCE_HASH]] == 1] in ([[]], [["superseded_version"]])
 
 
 def test_to_silver_writes_exactly_the_silver_contract(spark: SparkSession) -> None:

@@ -19,12 +19,14 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import MapType
 
 from crm_spark.contracts import Field
 from crm_spark.contracts.silver import silver as contract
 
 REASONS = "_dq_reasons"
 RAW = "_raw"
+SOURCE_HASH = "_source_hash"  # of the whole source line (every column the file has, mapped or not)
 CORRUPT = "_corrupt_record"
 LINEAGE = ("_ingest_batch_id", "_source_file")
 NULL_TOKENS = ("", "n/a", "na", "null", "none", "nan", "-", "?")
@@ -72,7 +74,8 @@ def conform(
         else:
             cols.append(F.lit(None).cast("string").alias(name))
     corrupt = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
-    out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE))
+    extra = [] if collapse else [source_hash(bronze, exploded=bool(explode)).alias(SOURCE_HASH)]
+    out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE), *extra)
     if collapse:
         spec = contract(target)
         order = []
@@ -83,6 +86,18 @@ def conform(
         w = Window.partitionBy(*spec.keys).orderBy(*(c.asc_nulls_last() for c in order))
         out = out.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
     return out
+
+
+def source_hash(bronze: DataFrame, *, exploded: bool = False) -> Column:
+    """A hash of every source column of a bronze row (and of the exploded element's position):
+    two lines are copies only when the whole line is, not just the columns a mapping reads."""
+    cols = [
+        F.to_json(F.col(f"`{f.name}`")) if isinstance(f.dataType, MapType) else F.col(f"`{f.name}`")
+        for f in bronze.schema.fields if not f.name.startswith("_")
+    ]
+    if exploded:
+        cols.append(F.col("_pos"))
+    return F.xxhash64(*cols) if cols else F.lit(0).cast("long")
 
 
 def raw_columns(target: str) -> tuple[str, ...]:
@@ -255,13 +270,16 @@ def dedupe(df: DataFrame, *, target: str) -> DataFrame:
     """
     spec = contract(target)
     keys = list(contract(target).keys)
-    data_cols = [f.name for f in spec.fields]
+    # A copy is the same source line (SOURCE_HASH, from conform) giving the same row: two lines
+    # that differ only in a column the mapping does not read are two versions of the key.
+    data_cols = [f.name for f in spec.fields] + ([SOURCE_HASH] if SOURCE_HASH in df.columns else [])
+    row_hash = F.xxhash64(*data_cols)
     order = ([F.col(spec.version_col).desc_nulls_last()] if spec.version_col else []) + [
-        F.col("_ingest_batch_id").desc(), F.col("_source_file").desc(), F.xxhash64(*data_cols).desc()
+        F.col("_ingest_batch_id").desc(), F.col("_source_file").desc(), row_hash.desc()
     ]
     ok = F.size(F.col(REASONS)) == 0
     w = Window.partitionBy(*keys, ok).orderBy(*order)
-    ranked = df.withColumn("_rank", F.row_number().over(w)).withColumn("_row_hash", F.xxhash64(*data_cols))
+    ranked = df.withColumn("_rank", F.row_number().over(w)).withColumn("_row_hash", row_hash)
     kept_hash = F.first(F.when(F.col("_rank") == 1, F.col("_row_hash")), ignorenulls=True).over(
         Window.partitionBy(*keys, ok)
     )
