@@ -138,6 +138,10 @@ class FeaturesSettings(_Section):
     )
     missing_rating: float = Field(default=3.0, ge=1.0, le=5.0, description="mean_rating of a customer without ratings")
     missing_nps: float = Field(default=7.5, ge=0.0, le=10.0, description="nps of a customer without NPS answers")
+    count_zero_value_orders: bool = Field(
+        default=False,
+        description="a completed order whose accepted lines add up to 0 or less is a purchase (features, baskets, churn labels)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FeaturesSettings:

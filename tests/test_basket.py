@@ -15,6 +15,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.ml.fpm import FPGrowthModel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from crm_spark.config import BasketSettings
 from crm_spark.errors import ConfigError
@@ -86,17 +87,19 @@ def silver(spark: SparkSession) -> tuple[DataFrame, DataFrame, DataFrame]:
             ("o3", "c2", date(2024, 7, 1), "completed"),  # after as-of: dropped
             ("o4", "c2", date(2024, 5, 1), "cancelled"),  # not completed: dropped
             ("o5", "c3", date(2024, 5, 1), "returned"),  # not completed: dropped
+            ("o6", "c3", date(2024, 5, 2), "completed"),  # its lines add up to 0: not a purchase
         ],
         "order_id string, customer_id string, order_date date, status string",
     )
     items = spark.createDataFrame(
         [
-            ("o1", 1, "P1", 1), ("o1", 2, "P2", 2), ("o1", 3, "P1", 1),  # P1 twice: one line
-            ("o2", 1, "P3", 1), ("o2", 2, "P2", -1),  # a negative quantity is a return line
-            ("o3", 1, "P1", 1), ("o4", 1, "P1", 1), ("o5", 1, "P1", 1),
+            ("o1", 1, "P1", 1, "1.00"), ("o1", 2, "P2", 2, "4.00"), ("o1", 3, "P1", 1, "1.00"),  # P1 twice: one line
+            ("o2", 1, "P3", 1, "3.00"), ("o2", 2, "P2", -1, "-2.00"),  # a negative quantity is a return line
+            ("o3", 1, "P1", 1, "1.00"), ("o4", 1, "P1", 1, "1.00"), ("o5", 1, "P1", 1, "1.00"),
+            ("o6", 1, "P1", 1, "0.00"), ("o6", 2, "P3", 2, "0.00"),
         ],
-        "order_id string, line_no int, product_id string, quantity int",
-    )
+        "order_id string, line_no int, product_id string, quantity int, line_amount string",
+    ).withColumn("line_amount", F.col("line_amount").cast("decimal(14,2)"))
     products = spark.createDataFrame(
         [("P1", "Milk", "dairy"), ("P2", "Cheese", "dairy"), ("P3", "Bread", "bakery")],
         "product_id string, product_name string, category string",
@@ -121,6 +124,15 @@ def test_purchase_lines_at_category_level_use_the_category(spark: SparkSession, 
     )
     got = purchase_lines(orders, items, as_of=AS_OF, item_level="category", products=products)
     assert_df_equality(_sorted(got, "basket_id", "item_id"), expected, ignore_nullable=True)
+
+
+def test_purchase_lines_count_a_zero_value_order_only_when_told(spark: SparkSession, silver) -> None:
+    orders, items, _ = silver
+    counted = purchase_lines(orders, items, as_of=AS_OF, count_zero_value_orders=True)
+    expected = spark.createDataFrame([("o6", "c3", date(2024, 5, 2), "P1"), ("o6", "c3", date(2024, 5, 2), "P3")], LINES_DDL)
+
+    assert_df_equality(_sorted(counted.where("basket_id = 'o6'"), "basket_id", "item_id"), expected, ignore_nullable=True)
+    assert purchase_lines(orders, items, as_of=AS_OF).where("basket_id = 'o6'").isEmpty()
 
 
 # -- itemsets and rules -------------------------------------------------------------------------

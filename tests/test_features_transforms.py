@@ -78,6 +78,7 @@ def features(
         mid_tier_percentile=settings.mid_tier_percentile,
         missing_rating=settings.missing_rating,
         missing_nps=settings.missing_nps,
+        count_zero_value_orders=settings.count_zero_value_orders,
     )
 
 
@@ -154,6 +155,27 @@ def test_rfm_and_spend_windows_from_completed_orders(spark: SparkSession) -> Non
         [("c1", 20, 2, 40.0, 20.0, 181, 20.0, 20.0, 40.0, 1, 1, 2, 2)],
     )
     assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_a_zero_value_order_is_not_a_purchase_unless_counted(spark: SparkSession) -> None:
+    # o1 paid on 2024-03-01; o2 on 2024-06-20 is all free lines; o3 on 2024-06-25 has no accepted line.
+    world = {
+        "customers": [customer("c1", date(2024, 1, 1)), customer("c2", date(2024, 1, 1))],
+        "orders": [order("o1", "c1", date(2024, 3, 1)), order("o2", "c1", date(2024, 6, 20)),
+                   order("o3", "c2", date(2024, 6, 25))],
+        "items": [item("o1", "20.00"), item("o2", "0.00"), item("o2", "0.00", line=2)],
+    }
+    columns = ("recency_days", "frequency", "monetary", "orders_30d", "has_orders")
+    ddl = "recency_days int, frequency int, monetary double, orders_30d int, has_orders boolean"
+
+    # c1: one purchase, 121 days ago; c2's order of unknown value is still a purchase (5 days ago)
+    assert_df_equality(pick(features(spark, **world), *columns),
+                       expect(spark, ddl, [("c1", 121, 1, 20.0, 0, True), ("c2", 5, 1, 0.0, 1, True)]),
+                       ignore_nullable=True)
+    counted = DEFAULTS.model_copy(update={"count_zero_value_orders": True})
+    assert_df_equality(pick(features(spark, **world, settings=counted), *columns),
+                       expect(spark, ddl, [("c1", 10, 2, 20.0, 1, True), ("c2", 5, 1, 0.0, 1, True)]),
+                       ignore_nullable=True)
 
 
 def test_windows_hold_the_as_of_date_and_the_days_before_it(spark: SparkSession) -> None:

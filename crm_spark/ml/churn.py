@@ -38,6 +38,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crm_spark.contracts.gold import CUSTOMER_FEATURES_DDL
+from crm_spark.transforms.features import is_purchase, order_totals
 
 LABEL = "churned"
 WEIGHT = "class_weight"
@@ -46,7 +47,6 @@ LABEL_END = "label_end_date"
 RAW_FEATURES = "features__raw"
 STD_FEATURES = "features__std"
 KEY = ("customer_id", "as_of_date")
-COMPLETED = "completed"
 
 Tuning = Literal["cv", "tvs"]
 ThresholdRule = Literal["max_f1", "target_recall"]
@@ -86,19 +86,34 @@ def population(features: DataFrame, *, who: Literal["buyers", "all"]) -> DataFra
     return features.where(F.col("has_orders")) if who == "buyers" else features
 
 
-def computed_labels(features: DataFrame, orders: DataFrame, *, horizon_days: int) -> DataFrame:
-    """``features`` + ``label_end_date`` + ``churned``: 1 when the customer has no completed order
+def computed_labels(
+    features: DataFrame,
+    orders: DataFrame,
+    *,
+    horizon_days: int,
+    order_items: DataFrame | None = None,
+    count_zero_value_orders: bool = False,
+) -> DataFrame:
+    """``features`` + ``label_end_date`` + ``churned``: 1 when the customer has no purchase
     dated in (as_of_date, as_of_date + horizon_days], else 0.
 
-    The window opens strictly after the as-of date (an order on the as-of date is already in
-    the features) and includes its last day. Orders of other statuses do not keep a customer.
-    Works for frames holding several as-of dates: each row looks at its own window.
+    A purchase is a completed order, with ``order_items`` also one whose lines do not add up to
+    0 or less unless ``count_zero_value_orders`` (:func:`crm_spark.transforms.features.is_purchase`,
+    the rule the features use). The window opens strictly after the as-of date (an order on the
+    as-of date is already in the features) and includes its last day. Orders of other statuses
+    do not keep a customer. Works for frames holding several as-of dates: each row looks at its
+    own window.
     """
     if horizon_days < 1:
         raise ValueError(f"horizon_days must be >= 1, got {horizon_days}")
     windows = features.select(*KEY).withColumn(LABEL_END, F.date_add(F.col("as_of_date"), horizon_days))
-    completed = orders.where(
-        (F.col("status") == COMPLETED) & F.col("customer_id").isNotNull() & F.col("order_date").isNotNull()
+    known = orders.where(F.col("customer_id").isNotNull() & F.col("order_date").isNotNull())
+    if order_items is None:
+        known = known.withColumn("order_value", F.lit(None).cast("decimal(14,2)"))
+    else:
+        known = known.join(order_totals(order_items), "order_id", "left")
+    completed = known.where(
+        is_purchase(F.col("status"), F.col("order_value"), count_zero_value_orders=count_zero_value_orders)
     ).select(F.col("customer_id").alias("_o_customer"), F.col("order_date").alias("_o_date"))
     retained = (
         windows.join(

@@ -251,7 +251,7 @@ STAGES: tuple[StageSpec, ...] = (
               outputs=("gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell"),
               required=_basket_inputs, as_of_from=("silver.orders",)),
     StageSpec("churn", "churn labels, model, champion/challenger registry, scores", "crm_spark.stages.churn",
-              inputs=("gold.customer_features", "silver.orders", "silver.churn_labels"),
+              inputs=("gold.customer_features", "silver.orders", "silver.order_items", "silver.churn_labels"),
               outputs=("gold.churn_training", "gold.churn_scores"), required=_churn_inputs,
               as_of_from=("gold.customer_features",), needs="needed_partitions",
               options=(Option("--score", "only score --as-of with the registered champion model (no training)",

@@ -55,7 +55,10 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     order_items = ctx.read(ORDER_ITEMS)
     products = ctx.read(PRODUCTS) if ctx.exists(PRODUCTS) else None
 
-    lines = purchase_lines(orders, order_items, as_of=as_of, item_level=cfg.item_level, products=products).cache()
+    lines = purchase_lines(
+        orders, order_items, as_of=as_of, item_level=cfg.item_level, products=products,
+        count_zero_value_orders=ctx.settings.features.count_zero_value_orders,
+    ).cache()
     baskets = baskets_from_items(lines).cache()
     cached: list[DataFrame] = [lines, baskets]
     try:

@@ -54,6 +54,7 @@ STAGE = "churn"
 MODEL_NAME = "crm-spark-churn"
 CHAMPION = "champion"
 FEATURES, ORDERS, LABELS = "gold.customer_features", "silver.orders", "silver.churn_labels"
+ORDER_ITEMS = "silver.order_items"
 TRAINING, SCORES = "gold.churn_training", "gold.churn_scores"
 BASELINE_FEATURE = "recency_days"
 _TOP_FEATURES = 3
@@ -122,11 +123,14 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     log.info("[churn] train as of %s, evaluate as of %s, score as of %s", dates.train, dates.evaluate, dates.score)
     features = ctx.read(FEATURES)
     label_frame = ctx.read(label_table)
+    # Order lines tell a purchase from a zero-value order (features.count_zero_value_orders).
+    lines = ctx.read(ORDER_ITEMS) if cfg.label_source == "computed" and ctx.exists(ORDER_ITEMS) else None
     if cfg.label_source == "computed":
         _check_label_coverage(label_frame, dates)
 
-    train = _labeled(features, label_frame, as_of=dates.train, cfg=cfg).cache()
-    evaluate = _labeled(features, label_frame, as_of=dates.evaluate, cfg=cfg).cache()
+    purchases = ctx.settings.features.count_zero_value_orders
+    train = _labeled(features, label_frame, lines, as_of=dates.train, cfg=cfg, zero_value=purchases).cache()
+    evaluate = _labeled(features, label_frame, lines, as_of=dates.evaluate, cfg=cfg, zero_value=purchases).cache()
     cached: list[DataFrame] = [train, evaluate]
     try:
         counts = {"train": ml.label_counts(train), "eval": ml.label_counts(evaluate)}
@@ -200,10 +204,13 @@ def _check_label_coverage(orders: DataFrame, dates: ChurnDates) -> None:
         )
 
 
-def _labeled(features: DataFrame, labels: DataFrame, *, as_of: date, cfg: ChurnSettings) -> DataFrame:
+def _labeled(
+    features: DataFrame, labels: DataFrame, lines: DataFrame | None, *, as_of: date, cfg: ChurnSettings, zero_value: bool
+) -> DataFrame:
     at = ml.population(features.where(F.col("as_of_date") == F.lit(as_of)), who=cfg.population)
     if cfg.label_source == "computed":
-        return ml.computed_labels(at, labels, horizon_days=cfg.horizon_days)
+        return ml.computed_labels(at, labels, horizon_days=cfg.horizon_days, order_items=lines,
+                                  count_zero_value_orders=zero_value)
     return ml.provided_labels(at, labels, horizon_days=cfg.horizon_days)
 
 

@@ -58,6 +58,7 @@ def run_dates(ctx: StageContext, dates: Iterable[date]) -> StageResult:
         mid_tier_percentile=cfg.mid_tier_percentile,
         missing_rating=cfg.missing_rating,
         missing_nps=cfg.missing_nps,
+        count_zero_value_orders=cfg.count_zero_value_orders,
     ).cache()  # the gate aggregates over it and the write scans it: compute once
     try:
         started = time.perf_counter()

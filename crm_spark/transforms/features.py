@@ -111,13 +111,39 @@ def order_values(order_items: DataFrame, products: DataFrame) -> DataFrame:
     )
 
 
-def order_features(orders: DataFrame, values: DataFrame, dates: DataFrame) -> DataFrame:
+def order_totals(order_items: DataFrame) -> DataFrame:
+    """One row per order_id with accepted lines: ``order_value``, the sum of its ``line_amount``."""
+    return order_items.groupBy("order_id").agg(F.sum("line_amount").alias("order_value"))
+
+
+def is_purchase(status: Column, order_value: Column, *, count_zero_value_orders: bool = False) -> Column:
+    """Whether an order is a purchase: the one definition that features, baskets and churn labels share.
+
+    A purchase is a completed order, except (unless ``count_zero_value_orders``) one whose accepted
+    lines add up to 0 or less: an invoice of free or zero-priced lines (samples, adjustments) is
+    not a purchase. An order without accepted lines (its value unknown, ``order_value`` null)
+    still is one.
+    """
+    return (F.lower(status) == "completed") & has_value(order_value, count_zero_value_orders=count_zero_value_orders)
+
+
+def has_value(order_value: Column, *, count_zero_value_orders: bool = False) -> Column:
+    """The value half of :func:`is_purchase`: false for a known value of 0 or less, unless counted."""
+    if count_zero_value_orders:
+        return F.lit(True)
+    return order_value.isNull() | (order_value > 0)
+
+
+def order_features(
+    orders: DataFrame, values: DataFrame, dates: DataFrame, *, count_zero_value_orders: bool = False
+) -> DataFrame:
     """One row per (customer_id, as_of_date) with at least one order on or before the date.
 
     Status rules (``net`` is an order's contribution to spend):
 
-    * completed: counts as an order (``frequency``, ``orders_Nd``); ``net`` = its order value
-      (already net of returned lines).
+    * completed: a purchase (:func:`is_purchase`) counts as an order (``frequency``, ``orders_Nd``,
+      ``last_completed_date``, ``distinct_categories``); ``net`` = its order value (already net of
+      returned lines), for every completed order.
     * returned: the customer was refunded, so a positive order value contributes 0; a negative
       value (a return document, as in invoice exports) contributes that negative amount. It
       counts in ``returned_orders``.
@@ -132,12 +158,13 @@ def order_features(orders: DataFrame, values: DataFrame, dates: DataFrame) -> Da
     returned = status == "returned"
     value = F.coalesce(F.col("order_value"), F.lit(0))
     net = F.when(completed, value).when(returned, F.least(value, F.lit(0))).otherwise(F.lit(0))
+    purchase = is_purchase(F.col("status"), F.col("order_value"), count_zero_value_orders=count_zero_value_orders)
     rows = (
         orders.where(F.col("customer_id").isNotNull() & F.col("order_date").isNotNull())
         .select("order_id", "customer_id", "order_date", "status")
         .join(values, "order_id", "left")
         .withColumn("_net", net)
-        .withColumn("_completed", completed)
+        .withColumn("_completed", purchase)
     )
     pit = point_in_time(rows, dates, date_col="order_date")
     done = F.col("_completed")
@@ -392,6 +419,7 @@ def customer_features(
     mid_tier_percentile: float,
     missing_rating: float,
     missing_nps: float,
+    count_zero_value_orders: bool = False,
 ) -> DataFrame:
     """``gold.customer_features`` rows for each date in ``as_of``, from silver-shaped frames.
 
@@ -401,7 +429,8 @@ def customer_features(
     :func:`fill_features`, :func:`rfm_scores`, :func:`rfm_segment`.
     """
     dates = as_of_frame(orders, as_of)
-    by_order = order_features(orders, order_values(order_items, products), dates)
+    by_order = order_features(orders, order_values(order_items, products), dates,
+                              count_zero_value_orders=count_zero_value_orders)
     joined = (
         customer_universe(customers, by_order, dates)
         .join(web_features(web_events, dates), _KEY, "left")
