@@ -140,7 +140,7 @@ class FeaturesSettings(_Section):
     missing_nps: float = Field(default=7.5, ge=0.0, le=10.0, description="nps of a customer without NPS answers")
     count_zero_value_orders: bool = Field(
         default=False,
-        description="a completed order whose accepted lines add up to 0 or less is a purchase (features, baskets, churn labels)",
+        description="a completed order without accepted lines adding up to more than 0 is a purchase (features, baskets, churn labels)",
     )
 
     @model_validator(mode="after")

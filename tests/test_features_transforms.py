@@ -62,6 +62,7 @@ def features(
     social: Sequence[dict[str, Any]] = (),
     feedback: Sequence[dict[str, Any]] = (),
     settings: FeaturesSettings = DEFAULTS,
+    lines_known: bool = True,
 ) -> DataFrame:
     return customer_features(
         customers=silver(spark, "customers", customers),
@@ -79,6 +80,7 @@ def features(
         missing_rating=settings.missing_rating,
         missing_nps=settings.missing_nps,
         count_zero_value_orders=settings.count_zero_value_orders,
+        order_lines_known=lines_known,
     )
 
 
@@ -157,8 +159,9 @@ def test_rfm_and_spend_windows_from_completed_orders(spark: SparkSession) -> Non
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
-def test_a_zero_value_order_is_not_a_purchase_unless_counted(spark: SparkSession) -> None:
-    # o1 paid on 2024-03-01; o2 on 2024-06-20 is all free lines; o3 on 2024-06-25 has no accepted line.
+def test_an_order_without_value_is_not_a_purchase_unless_counted(spark: SparkSession) -> None:
+    # c1: o1 paid on 2024-03-01, o2 on 2024-06-20 all fully discounted lines (0.00). c2: o3 on
+    # 2024-06-25 has no accepted line (its zero-priced lines were quarantined), value unknown.
     world = {
         "customers": [customer("c1", date(2024, 1, 1)), customer("c2", date(2024, 1, 1))],
         "orders": [order("o1", "c1", date(2024, 3, 1)), order("o2", "c1", date(2024, 6, 20)),
@@ -167,14 +170,18 @@ def test_a_zero_value_order_is_not_a_purchase_unless_counted(spark: SparkSession
     }
     columns = ("recency_days", "frequency", "monetary", "orders_30d", "has_orders")
     ddl = "recency_days int, frequency int, monetary double, orders_30d int, has_orders boolean"
-
-    # c1: one purchase, 121 days ago; c2's order of unknown value is still a purchase (5 days ago)
-    assert_df_equality(pick(features(spark, **world), *columns),
-                       expect(spark, ddl, [("c1", 121, 1, 20.0, 0, True), ("c2", 5, 1, 0.0, 1, True)]),
-                       ignore_nullable=True)
     counted = DEFAULTS.model_copy(update={"count_zero_value_orders": True})
+
+    # c1: one purchase, 121 days ago; c2: none (recency is then the tenure, 181 days)
+    assert_df_equality(pick(features(spark, **world), *columns),
+                       expect(spark, ddl, [("c1", 121, 1, 20.0, 0, True), ("c2", 181, 0, 0.0, 0, False)]),
+                       ignore_nullable=True)
     assert_df_equality(pick(features(spark, **world, settings=counted), *columns),
                        expect(spark, ddl, [("c1", 10, 2, 20.0, 1, True), ("c2", 5, 1, 0.0, 1, True)]),
+                       ignore_nullable=True)
+    # Orders without any order-line table (orders-only data): every completed order is a purchase.
+    assert_df_equality(pick(features(spark, **{**world, "items": []}, lines_known=False), *columns),
+                       expect(spark, ddl, [("c1", 10, 2, 0.0, 1, True), ("c2", 5, 1, 0.0, 1, True)]),
                        ignore_nullable=True)
 
 

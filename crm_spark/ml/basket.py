@@ -50,7 +50,7 @@ def purchase_lines(
     """One row per item bought per order: ``basket_id, customer_id, order_date, item_id``.
 
     Only orders with a status in ``statuses`` dated on or before ``as_of`` and, unless
-    ``count_zero_value_orders``, whose lines do not add up to 0 or less (the purchase rule of
+    ``count_zero_value_orders``, whose accepted lines add up to more than 0 (the purchase rule of
     :func:`crm_spark.transforms.features.is_purchase`); lines with a non-positive quantity are
     returns, not purchases. At ``item_level="category"`` the item is
     the product's category (``products`` required; products without one drop out). An item

@@ -97,9 +97,9 @@ def computed_labels(
     """``features`` + ``label_end_date`` + ``churned``: 1 when the customer has no purchase
     dated in (as_of_date, as_of_date + horizon_days], else 0.
 
-    A purchase is a completed order, with ``order_items`` also one whose lines do not add up to
-    0 or less unless ``count_zero_value_orders`` (:func:`crm_spark.transforms.features.is_purchase`,
-    the rule the features use). The window opens strictly after the as-of date (an order on the
+    A purchase is a completed order, with ``order_items`` one whose accepted lines add up to more
+    than 0 unless ``count_zero_value_orders`` (:func:`crm_spark.transforms.features.is_purchase`,
+    the rule the features use); without them every completed order. The window opens strictly after the as-of date (an order on the
     as-of date is already in the features) and includes its last day. Orders of other statuses
     do not keep a customer. Works for frames holding several as-of dates: each row looks at its
     own window.
@@ -113,7 +113,8 @@ def computed_labels(
     else:
         known = known.join(order_totals(order_items), "order_id", "left")
     completed = known.where(
-        is_purchase(F.col("status"), F.col("order_value"), count_zero_value_orders=count_zero_value_orders)
+        is_purchase(F.col("status"), F.col("order_value"), count_zero_value_orders=count_zero_value_orders,
+                    lines_known=order_items is not None)
     ).select(F.col("customer_id").alias("_o_customer"), F.col("order_date").alias("_o_date"))
     retained = (
         windows.join(

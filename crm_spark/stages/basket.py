@@ -64,7 +64,7 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     try:
         bound = itemset_count_bound(baskets, min_support=cfg.min_support, limit=cfg.max_itemsets)
         if bound.baskets == 0:
-            return StageResult(STAGE, skipped=f"no completed orders on or before {as_of}")
+            return StageResult(STAGE, skipped=f"no purchases (completed orders of value above 0) on or before {as_of}")
         notes = guard_itemset_explosion(bound, cfg)
         log.info(
             "[basket] %s baskets as of %s, %s frequent %ss (min count %d): at most %s itemsets",

@@ -46,7 +46,7 @@ def run_dates(ctx: StageContext, dates: Iterable[date]) -> StageResult:
     wanted = sorted(set(dates))
     if not wanted:
         raise ConfigError("features backfill: give at least one as-of date")
-    frames, notes = _read_inputs(ctx)
+    frames, notes, missing = _read_inputs(ctx)
     cfg = ctx.settings.features
     log.info("[features] computing %d as-of date(s): %s", len(wanted), _span(wanted))
     features = customer_features(
@@ -59,6 +59,7 @@ def run_dates(ctx: StageContext, dates: Iterable[date]) -> StageResult:
         missing_rating=cfg.missing_rating,
         missing_nps=cfg.missing_nps,
         count_zero_value_orders=cfg.count_zero_value_orders,
+        order_lines_known="silver.order_items" not in missing,
     ).cache()  # the gate aggregates over it and the write scans it: compute once
     try:
         started = time.perf_counter()
@@ -72,8 +73,9 @@ def run_dates(ctx: StageContext, dates: Iterable[date]) -> StageResult:
     return StageResult(STAGE, notes=notes, metrics={"customers": float(write.rows) / len(wanted)})
 
 
-def _read_inputs(ctx: StageContext) -> tuple[dict[str, DataFrame], tuple[str, ...]]:
-    """Silver frames at pinned versions; a missing optional table reads as empty, with a note."""
+def _read_inputs(ctx: StageContext) -> tuple[dict[str, DataFrame], tuple[str, ...], list[str]]:
+    """Silver frames at pinned versions; a missing optional table reads as empty, with a note
+    (and is named in the list returned last)."""
     frames: dict[str, DataFrame] = {}
     missing = []
     for name in SOURCES:
@@ -86,7 +88,7 @@ def _read_inputs(ctx: StageContext) -> tuple[dict[str, DataFrame], tuple[str, ..
     notes = tuple(f"{t} not found: read as empty, so its features take their no-activity values" for t in missing)
     for note in notes:
         log.info("[features] %s", note)
-    return frames, notes
+    return frames, notes, missing
 
 
 def _span(dates: list[date]) -> str:

@@ -146,11 +146,12 @@ def refine_pair(
     rules = {c: r.model_dump() for c, r in _scoped(settings.refine.outliers, target).items() if c in checked.columns}
     # An outlier rule's percentiles are an aggregate over the parsed rows, which the rows then
     # join: without a cache every field is parsed twice (web_events 227k rows: 13 s -> 6 s).
-    parsed = checked.persist() if rules else None
-    checked = R.outliers(parsed if parsed is not None else checked, rules=rules)
+    current = ctx.read(silver_table) if lake.exists(silver_table) else None
+    parsed = checked.persist() if rules else None  # released below, once the counts have cached `checked`
+    checked = R.outliers(parsed if parsed is not None else checked, rules=rules)  # lazy, as are the next two
     checked = R.dedupe(checked, target=target)
-    if lake.exists(silver_table):
-        checked = R.older_than_silver(checked, ctx.read(silver_table), target=target)
+    if current is not None:
+        checked = R.older_than_silver(checked, current, target=target)
     checked = checked.persist()
     try:
         per_batch = {

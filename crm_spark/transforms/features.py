@@ -116,32 +116,39 @@ def order_totals(order_items: DataFrame) -> DataFrame:
     return order_items.groupBy("order_id").agg(F.sum("line_amount").alias("order_value"))
 
 
-def is_purchase(status: Column, order_value: Column, *, count_zero_value_orders: bool = False) -> Column:
+def is_purchase(
+    status: Column, order_value: Column, *, count_zero_value_orders: bool = False, lines_known: bool = True
+) -> Column:
     """Whether an order is a purchase: the one definition that features, baskets and churn labels share.
 
-    A purchase is a completed order, except (unless ``count_zero_value_orders``) one whose accepted
-    lines add up to 0 or less: an invoice of free or zero-priced lines (samples, adjustments) is
-    not a purchase. An order without accepted lines (its value unknown, ``order_value`` null)
-    still is one.
+    A purchase is a completed order whose accepted lines add up to more than 0. Not one: an
+    order whose lines add up to 0 or less, or that has no accepted line (``order_value`` null:
+    its lines were all quarantined, e.g. zero-priced samples and adjustments as
+    ``out_of_range_unit_price``), unless ``count_zero_value_orders``. Without order lines at all
+    (``lines_known`` false: bring-your-own data with orders only) every completed order is one.
     """
-    return (F.lower(status) == "completed") & has_value(order_value, count_zero_value_orders=count_zero_value_orders)
+    return (F.lower(status) == "completed") & has_value(
+        order_value, count_zero_value_orders=count_zero_value_orders, lines_known=lines_known
+    )
 
 
-def has_value(order_value: Column, *, count_zero_value_orders: bool = False) -> Column:
-    """The value half of :func:`is_purchase`: false for a known value of 0 or less, unless counted."""
-    if count_zero_value_orders:
+def has_value(order_value: Column, *, count_zero_value_orders: bool = False, lines_known: bool = True) -> Column:
+    """The value half of :func:`is_purchase`: accepted lines that add up to more than 0."""
+    if count_zero_value_orders or not lines_known:
         return F.lit(True)
-    return order_value.isNull() | (order_value > 0)
+    return F.coalesce(order_value > 0, F.lit(False))
 
 
 def order_features(
-    orders: DataFrame, values: DataFrame, dates: DataFrame, *, count_zero_value_orders: bool = False
+    orders: DataFrame, values: DataFrame, dates: DataFrame, *, count_zero_value_orders: bool = False,
+    lines_known: bool = True,
 ) -> DataFrame:
     """One row per (customer_id, as_of_date) with at least one order on or before the date.
 
     Status rules (``net`` is an order's contribution to spend):
 
-    * completed: a purchase (:func:`is_purchase`) counts as an order (``frequency``, ``orders_Nd``,
+    * completed: a purchase (:func:`is_purchase`: with accepted lines adding up to more than 0)
+      counts as an order (``frequency``, ``orders_Nd``,
       ``last_completed_date``, ``distinct_categories``); ``net`` = its order value (already net of
       returned lines), for every completed order.
     * returned: the customer was refunded, so a positive order value contributes 0; a negative
@@ -158,7 +165,8 @@ def order_features(
     returned = status == "returned"
     value = F.coalesce(F.col("order_value"), F.lit(0))
     net = F.when(completed, value).when(returned, F.least(value, F.lit(0))).otherwise(F.lit(0))
-    purchase = is_purchase(F.col("status"), F.col("order_value"), count_zero_value_orders=count_zero_value_orders)
+    purchase = is_purchase(F.col("status"), F.col("order_value"), count_zero_value_orders=count_zero_value_orders,
+                           lines_known=lines_known)
     rows = (
         orders.where(F.col("customer_id").isNotNull() & F.col("order_date").isNotNull())
         .select("order_id", "customer_id", "order_date", "status")
@@ -420,6 +428,7 @@ def customer_features(
     missing_rating: float,
     missing_nps: float,
     count_zero_value_orders: bool = False,
+    order_lines_known: bool = True,
 ) -> DataFrame:
     """``gold.customer_features`` rows for each date in ``as_of``, from silver-shaped frames.
 
@@ -430,7 +439,7 @@ def customer_features(
     """
     dates = as_of_frame(orders, as_of)
     by_order = order_features(orders, order_values(order_items, products), dates,
-                              count_zero_value_orders=count_zero_value_orders)
+                              count_zero_value_orders=count_zero_value_orders, lines_known=order_lines_known)
     joined = (
         customer_universe(customers, by_order, dates)
         .join(web_features(web_events, dates), _KEY, "left")

@@ -6,8 +6,8 @@ that breaks a rule is not dropped: it goes to quarantine with every reason in ``
 
 Reason codes: ``malformed_line``, ``missing_<col>``, ``bad_<col>`` (not parseable or not an
 allowed value), ``out_of_range_<col>``, ``outlier_<col>``, ``unknown_<ref>`` (foreign key not in
-silver), ``duplicate_row`` (exact copy of an accepted row), ``superseded_version`` (an older
-version of a key that a newer row replaces).
+silver), ``duplicate_row`` (the same source line as the kept row), ``superseded_version``
+(another version of a key that the kept row replaces).
 """
 
 from __future__ import annotations
@@ -88,16 +88,25 @@ def conform(
     return out
 
 
+SOURCE_METADATA = frozenset({CORRUPT, "_source_file", "_ingest_batch_id", "_ingested_at"})
+
+
 def source_hash(bronze: DataFrame, *, exploded: bool = False) -> Column:
     """A hash of every source column of a bronze row (and of the exploded element's position):
-    two lines are copies only when the whole line is, not just the columns a mapping reads."""
+    two lines are copies only when the whole line is, not just the columns a mapping reads.
+    Ingest's own columns (file, batch, time) are left out: a line delivered again is a copy.
+    Each value is hashed with whether it is null, so (x, null) and (null, x) differ."""
     cols = [
-        F.to_json(F.col(f"`{f.name}`")) if isinstance(f.dataType, MapType) else F.col(f"`{f.name}`")
-        for f in bronze.schema.fields if not f.name.startswith("_")
+        F.to_json(F.col(_quoted(f.name))) if isinstance(f.dataType, MapType) else F.col(_quoted(f.name))
+        for f in bronze.schema.fields if f.name not in SOURCE_METADATA
     ]
     if exploded:
         cols.append(F.col("_pos"))
-    return F.xxhash64(*cols) if cols else F.lit(0).cast("long")
+    return F.xxhash64(*cols, *[c.isNull() for c in cols]) if cols else F.lit(0).cast("long")
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def raw_columns(target: str) -> tuple[str, ...]:
@@ -263,8 +272,8 @@ def dedupe(df: DataFrame, *, target: str) -> DataFrame:
     """Among accepted rows, keep the newest version of each key.
 
     Newest = highest ``version_col`` (customers: ``updated_at``), then the later ingest batch and
-    source file. Exact copies of the kept row get ``duplicate_row``, other versions
-    ``superseded_version``. Two different versions of a key without a version column in the
+    source file. Rows from the same whole source line as the kept row (``SOURCE_HASH``) get
+    ``duplicate_row``, other versions ``superseded_version``. Two different versions of a key without a version column in the
     same file are resolved deterministically (by content hash) but not by line order, which
     bronze does not record.
     """
