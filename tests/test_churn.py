@@ -272,7 +272,7 @@ def lake(spark: SparkSession, stage_settings: Settings) -> Lake:
     features = customer_features(
         orders=orders, **empty, as_of=[TRAIN_T, EVAL_T, D], segments=f.segments, no_orders_segment=f.no_orders_segment,
         high_tier_percentile=f.high_tier_percentile, mid_tier_percentile=f.mid_tier_percentile,
-        missing_rating=f.missing_rating, missing_nps=f.missing_nps,
+        missing_rating=f.missing_rating, missing_nps=f.missing_nps, order_lines_known=False,
     )
     lake.overwrite("gold.customer_features", features, partition_by=["as_of_date"])
     return lake
