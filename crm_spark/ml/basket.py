@@ -23,7 +23,7 @@ from pyspark.ml.fpm import FPGrowth, FPGrowthModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from crm_spark.transforms.features import has_value, order_totals
+from crm_spark.transforms.features import purchases
 
 ItemLevel = Literal["product", "category"]
 ITEM_LEVELS: tuple[str, ...] = ("product", "category")
@@ -44,27 +44,22 @@ def purchase_lines(
     as_of: date,
     item_level: ItemLevel = "product",
     products: DataFrame | None = None,
-    statuses: Sequence[str] = ("completed",),
     count_zero_value_orders: bool = False,
 ) -> DataFrame:
     """One row per item bought per order: ``basket_id, customer_id, order_date, item_id``.
 
-    Only orders with a status in ``statuses`` dated on or before ``as_of`` and, unless
-    ``count_zero_value_orders``, whose accepted lines add up to more than 0 (the purchase rule of
-    :func:`crm_spark.transforms.features.is_purchase`); lines with a non-positive quantity are
-    returns, not purchases. At ``item_level="category"`` the item is
+    Only purchases (:func:`crm_spark.transforms.features.purchases`: completed orders whose
+    accepted lines add up to more than 0, unless ``count_zero_value_orders``) dated on or before
+    ``as_of``; lines with a non-positive quantity are returns, not purchases. At ``item_level="category"`` the item is
     the product's category (``products`` required; products without one drop out). An item
     bought twice in one order is one line: baskets count presence, not quantity.
     """
     if item_level not in ITEM_LEVELS:
         raise ValueError(f"item_level must be one of {ITEM_LEVELS}, got {item_level!r}")
-    kept_orders = orders.where(
-        F.col("status").isin(list(statuses)) & F.col("order_date").isNotNull() & (F.col("order_date") <= F.lit(as_of))
-    ).select(F.col("order_id"), F.col("customer_id"), F.col("order_date"))
-    if not count_zero_value_orders:
-        kept_orders = kept_orders.join(order_totals(order_items), "order_id", "left").where(
-            has_value(F.col("order_value"))
-        ).drop("order_value")
+    dated = orders.where(F.col("order_date").isNotNull() & (F.col("order_date") <= F.lit(as_of)))
+    kept_orders = purchases(dated, order_items, count_zero_value_orders=count_zero_value_orders).select(
+        F.col("order_id"), F.col("customer_id"), F.col("order_date")
+    )
     lines = order_items.where(F.col("product_id").isNotNull() & (F.col("quantity") > 0)).select(
         "order_id", "product_id"
     )

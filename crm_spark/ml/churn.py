@@ -38,7 +38,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crm_spark.contracts.gold import CUSTOMER_FEATURES_DDL
-from crm_spark.transforms.features import is_purchase, order_totals
+from crm_spark.transforms.features import purchases
 
 LABEL = "churned"
 WEIGHT = "class_weight"
@@ -108,14 +108,9 @@ def computed_labels(
         raise ValueError(f"horizon_days must be >= 1, got {horizon_days}")
     windows = features.select(*KEY).withColumn(LABEL_END, F.date_add(F.col("as_of_date"), horizon_days))
     known = orders.where(F.col("customer_id").isNotNull() & F.col("order_date").isNotNull())
-    if order_items is None:
-        known = known.withColumn("order_value", F.lit(None).cast("decimal(14,2)"))
-    else:
-        known = known.join(order_totals(order_items), "order_id", "left")
-    completed = known.where(
-        is_purchase(F.col("status"), F.col("order_value"), count_zero_value_orders=count_zero_value_orders,
-                    lines_known=order_items is not None)
-    ).select(F.col("customer_id").alias("_o_customer"), F.col("order_date").alias("_o_date"))
+    completed = purchases(known, order_items, count_zero_value_orders=count_zero_value_orders).select(
+        F.col("customer_id").alias("_o_customer"), F.col("order_date").alias("_o_date")
+    )
     retained = (
         windows.join(
             completed,

@@ -127,16 +127,19 @@ def is_purchase(
     ``out_of_range_unit_price``), unless ``count_zero_value_orders``. Without order lines at all
     (``lines_known`` false: bring-your-own data with orders only) every completed order is one.
     """
-    return (F.lower(status) == "completed") & has_value(
-        order_value, count_zero_value_orders=count_zero_value_orders, lines_known=lines_known
-    )
-
-
-def has_value(order_value: Column, *, count_zero_value_orders: bool = False, lines_known: bool = True) -> Column:
-    """The value half of :func:`is_purchase`: accepted lines that add up to more than 0."""
+    completed = F.lower(status) == "completed"
     if count_zero_value_orders or not lines_known:
-        return F.lit(True)
-    return F.coalesce(order_value > 0, F.lit(False))
+        return completed
+    return completed & F.coalesce(order_value > 0, F.lit(False))
+
+
+def purchases(orders: DataFrame, order_items: DataFrame | None, *, count_zero_value_orders: bool = False) -> DataFrame:
+    """The rows of ``orders`` that are purchases (:func:`is_purchase`), valued from ``order_items``
+    (None: no order-line table) only when the rule needs their value."""
+    if order_items is None or count_zero_value_orders:
+        return orders.where(is_purchase(F.col("status"), F.lit(None), lines_known=False))
+    valued = orders.join(order_totals(order_items), "order_id", "left")
+    return valued.where(is_purchase(F.col("status"), F.col("order_value"))).drop("order_value")
 
 
 def order_features(
