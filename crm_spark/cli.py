@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--start", type=_date, help="first date of activity, YYYY-MM-DD")
     gen.add_argument("--end", type=_date, help="last date of activity, YYYY-MM-DD")
     gen.add_argument("--dirty-rate", type=float, help="share of rows with injected defects (default 0.01)")
+    gen.add_argument("--shape", choices=("crm", "subscription"), default="crm",
+                     help="crm (default): the CRM sources, by Spark; subscription: one Telco-style customer "
+                     "table with a churn flag under <out>/telco/ (numpy, no Spark; --customers default 5000)")
+    gen.add_argument("--snapshot", type=_date, default=date(2024, 6, 30),
+                     help="snapshot date of the subscription table, YYYY-MM-DD (default 2024-06-30)")
     gen.set_defaults(handler=_cmd_generate)
 
     for spec in STAGES:
@@ -105,6 +110,8 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.shape == "subscription":
+        return _cmd_generate_subscriptions(args, settings)
     from crm_spark.generate import generate_dataset
     from crm_spark.session import build_session
 
@@ -129,6 +136,20 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     print(f"\nGenerated {sum(summary.rows.values()):,} rows in {summary.seconds:.1f}s into {summary.out}", file=out)
     _table(out, ["source", "rows"], [[name, f"{rows:,}"] for name, rows in summary.rows.items()])
     print(f"planted truth: {summary.truth_dir}", file=out)
+    return 0
+
+
+def _cmd_generate_subscriptions(args: argparse.Namespace, settings: Settings) -> int:
+    from crm_spark.generate.subscription import generate_subscriptions
+
+    summary = generate_subscriptions(
+        args.out or settings.paths.raw,
+        customers=args.customers if args.customers is not None else 5000,
+        seed=args.seed if args.seed is not None else settings.generate.seed,
+        snapshot=args.snapshot,
+    )
+    print(f"Generated {summary.path}: {summary.rows:,} rows, churn rate {summary.churn_rate:.3f}, "
+          f"Bayes ROC-AUC {summary.bayes_roc_auc:.4f} (answer key {summary.truth_path})", file=sys.stdout)
     return 0
 
 
