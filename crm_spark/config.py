@@ -216,6 +216,15 @@ class ChurnSettings(_Section):
     label_source: Literal["computed", "column"] = Field(
         default="computed", description="computed from silver.orders, or the user's silver.churn_labels.churned"
     )
+    evaluation: Literal["time", "snapshot"] = Field(
+        default="time",
+        description="time: train at T, evaluate at T', score D; snapshot: one labelled date D, a stratified "
+        "random holdout of its customers for evaluation",
+    )
+    holdout_share: float = Field(default=0.2, gt=0.0, lt=1.0, description="snapshot: share of each class held out")
+    attributes: tuple[str, ...] | None = Field(
+        default=None, description="silver.customer_attributes columns the model uses (None: every configured one)"
+    )
     population: Literal["buyers", "all"] = Field(
         default="buyers", description="buyers: customers with a completed order by the as-of date; all: everyone"
     )
@@ -305,6 +314,10 @@ class SegmentSettings(_Section):
     log_features: tuple[str, ...] = Field(
         default=_SEGMENT_FEATURES, description="features replaced by log(1 + max(x, 0)) before scaling (heavy tails)"
     )
+    attributes: tuple[str, ...] = Field(
+        default=(), description="customer attributes (numeric, boolean or date) clustered on besides features; "
+        "a missing value takes the median"
+    )
     buyers_only: bool = Field(
         default=True, description="cluster customers with a completed order; the others get prospect_segment"
     )
@@ -351,7 +364,10 @@ class TrackingSettings(_Section):
 
 SILVER_TARGETS = (
     "customers", "products", "orders", "order_items", "web_events", "social_interactions", "feedback", "churn_labels",
+    "customer_attributes",
 )
+AttributeKind = Literal["numeric", "categorical", "boolean", "date"]
+_ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class TargetMapping(_Section):
@@ -455,10 +471,40 @@ class Settings(_Section):
         default_factory=builtin_sources,
         description="raw sources; when a config sets this key it replaces the built-in seven",
     )
+    attributes: dict[str, AttributeKind] = Field(
+        default_factory=dict,
+        description="customer attribute columns (name -> numeric | categorical | boolean | date) a source maps "
+        "onto silver.customer_attributes, one version per customer and snapshot date",
+    )
     basket: BasketSettings = Field(default_factory=BasketSettings)
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     churn: ChurnSettings = Field(default_factory=ChurnSettings)
+
+    @model_validator(mode="after")
+    def _attributes(self) -> Settings:
+        bad = [n for n in self.attributes if not _ATTRIBUTE_NAME.match(n)]
+        if bad:
+            raise ValueError(f"attribute names {bad} must be lower-case identifiers (a-z, 0-9, _; a letter first)")
+        feeding = [n for n, s in self.sources.items() if "customer_attributes" in s.targets]
+        if feeding and not self.attributes:
+            raise ValueError(f"sources {feeding} feed customer_attributes but no attributes are declared "
+                             "(attributes: {name: numeric | categorical | boolean | date})")
+        for key, wanted in (("churn.attributes", self.churn.attributes or ()), ("segment.attributes", self.segment.attributes)):
+            unknown = [a for a in wanted if a not in self.attributes]
+            if unknown:
+                raise ValueError(f"{key} {unknown} are not declared under attributes "
+                                 f"({', '.join(self.attributes) or 'none declared'})")
+        categorical = [a for a in self.segment.attributes if self.attributes[a] == "categorical"]
+        if categorical:
+            raise ValueError(f"segment.attributes {categorical} are categorical: k-means clusters numbers "
+                             "(numeric, boolean or date attributes)")
+        return self
+
+    def model_attributes(self) -> dict[str, str]:
+        """The attributes the churn model uses, with their kinds."""
+        chosen = self.attributes if self.churn.attributes is None else self.churn.attributes
+        return {n: self.attributes[n] for n in chosen}
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked (for logs and MLflow)."""

@@ -36,7 +36,7 @@ from crm_spark.ml import churn as ml
 from crm_spark.contracts import table
 from crm_spark.stages import StageContext, run_stage
 from crm_spark.stages import churn as stage
-from crm_spark.transforms.features import customer_features
+from crm_spark.transforms.features import customer_features, with_attributes
 
 T = date(2024, 3, 31)
 EXAMPLE = [("a", 0.95, 1), ("b", 0.85, 1), ("c", 0.75, 0), ("d", 0.65, 1), ("e", 0.35, 0), ("f", 0.15, 0)]
@@ -120,6 +120,76 @@ def test_provided_label_applies_only_when_dated_in_the_horizon_or_undated(spark:
     )
     actual = ml.provided_labels(features, labels, horizon_days=30).select(*expected.columns)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_snapshot_label_dated_on_the_as_of_date_applies(spark: SparkSession) -> None:
+    """One labelled snapshot: the flag describes the date the features are taken from."""
+    features = spark.createDataFrame([("on_date", T), ("before", T)], "customer_id string, as_of_date date")
+    labels = spark.createDataFrame([("on_date", True, T), ("before", True, T - timedelta(days=1))],
+                                   "customer_id string, churned boolean, label_date date")
+    got = ml.provided_labels(features, labels, horizon_days=30, snapshot=True).select("customer_id", "churned").collect()
+    assert [tuple(r) for r in got] == [("on_date", 1)]
+
+
+def test_undated_labels_at_two_dates_are_the_same_label_dated_ones_are_not(spark: SparkSession) -> None:
+    later = T + timedelta(days=30)
+    rows = spark.createDataFrame([("u", T), ("d", T), ("u", later), ("d", later)], "customer_id string, as_of_date date")
+    labels = spark.createDataFrame([("u", True, None), ("d", True, T + timedelta(days=10)),
+                                    ("d", False, later + timedelta(days=10))],
+                                   "customer_id string, churned boolean, label_date date")
+    labeled = ml.provided_labels(rows, labels, horizon_days=30)
+    train, evaluate = labeled.where(F.col("as_of_date") == T), labeled.where(F.col("as_of_date") == later)
+    assert train.count() == evaluate.count() == 2
+    assert ml.shared_labels(train, evaluate) == 1  # "u": one undated label on both sides
+
+
+def test_stratified_holdout_takes_the_share_of_each_class_by_seed(spark: SparkSession) -> None:
+    rows = spark.createDataFrame([(f"c{i:03d}", int(i < 30)) for i in range(100)], "customer_id string, churned int")
+    split = ml.stratified_holdout(rows, share=0.2, seed=3).toPandas()
+    held = split[split["split"] == "eval"]
+    assert (held["churned"] == 1).sum() == 6 and (held["churned"] == 0).sum() == 14
+    again = ml.stratified_holdout(rows, share=0.2, seed=3).toPandas()
+    other = ml.stratified_holdout(rows, share=0.2, seed=4).toPandas()
+    assert set(again[again["split"] == "eval"]["customer_id"]) == set(held["customer_id"])
+    assert set(other[other["split"] == "eval"]["customer_id"]) != set(held["customer_id"])
+
+
+def test_attributes_come_from_the_latest_snapshot_on_or_before_the_date(spark: SparkSession) -> None:
+    march, april, may = date(2024, 3, 1), date(2024, 4, 1), date(2024, 5, 1)
+    rows = spark.createDataFrame([("a", T), ("b", T), ("c", T)], "customer_id string, as_of_date date")
+    attrs = spark.createDataFrame(
+        [
+            ("a", march, "plan", "categorical", None, "basic", None, None),
+            ("a", april, "plan", "categorical", None, "premium", None, None),  # after T (03-31): not yet known
+            ("a", march, "charges", "numeric", 20.0, None, None, None),
+            ("a", march, "paperless", "boolean", None, None, True, None),
+            ("a", march, "renewal", "date", None, None, None, date(2024, 3, 21)),
+            ("b", may, "plan", "categorical", None, "basic", None, None),      # only after T
+            ("b", march, "charges", "numeric", None, None, None, None),        # a missing value
+        ],
+        "customer_id string, snapshot_date date, attribute string, kind string, value_number double, "
+        "value_text string, value_boolean boolean, value_date date",
+    )
+    kinds = {"plan": "categorical", "charges": "numeric", "paperless": "boolean", "renewal": "date"}
+    got = {r["customer_id"]: r for r in with_attributes(rows, attrs, kinds).collect()}
+    assert (got["a"]["attr_plan"], got["a"]["attr_charges"], got["a"]["attr_paperless"], got["a"]["attr_renewal"]) == (
+        "basic", 20.0, 1.0, 10.0)
+    assert all(got[c][f"attr_{n}"] is None for c in ("b", "c") for n in kinds)
+    columns = ml.attribute_columns(kinds)
+    assert columns.categorical == ("attr_plan",) and set(columns.numeric) == {"attr_charges", "attr_paperless", "attr_renewal"}
+
+
+def test_constant_columns_include_all_null_and_single_valued_ones(spark: SparkSession) -> None:
+    frame = spark.createDataFrame([(1, "x", None, 1.0, None), (1, "y", None, 1.0, "k"), (1, "x", None, 1.0, None)],
+                                  "one int, two string, none double, same double, some string")
+    assert ml.constant_columns(frame, ["one", "two", "none", "same", "some"]) == ["one", "none", "same"]
+
+
+def test_threshold_given_from_training_rows_is_the_one_reported(spark: SparkSession) -> None:
+    scored = spark.createDataFrame(EXAMPLE, EXAMPLE_DDL)
+    at = ml.evaluate(scored, bins=10, rule="max_f1", target_recall=0.8, threshold=0.8)
+    assert at.metrics["threshold"] == pytest.approx(0.8) and at.metrics["tp"] == 2 and at.metrics["fp"] == 0
+    assert ml.pick_threshold(scored, bins=10, rule="max_f1", target_recall=0.8) == pytest.approx(0.6)
 
 
 def test_buyers_population_drops_customers_without_a_completed_order(spark: SparkSession) -> None:
@@ -312,6 +382,22 @@ def test_missing_feature_partitions_without_backfill_name_the_runs_to_do(
     with pytest.raises(SourceError, match="crm-spark features --as-of 2024-05-01; crm-spark features --as-of 2024-05-31"):
         run_stage(_ctx(spark, bare, bare_lake, strict), "churn")
     assert not bare_lake.exists("gold.customer_features") and not bare_lake.exists(stage.TRAINING)
+
+
+@pytest.mark.slow
+def test_undated_labels_evaluated_over_time_are_refused_in_one_line(
+    spark: SparkSession, stage_settings: Settings, lake: Lake, local_tracking
+) -> None:
+    """The same undated flag would label a customer's training row and evaluation row: refused."""
+    customers = [f"{g}{i:02d}" for g, n in SIZES.items() for i in range(n)]
+    labels = spark.createDataFrame([(c, c.startswith("gone"), None, "b0", "hand") for c in customers],
+                                   table("silver.churn_labels").ddl)
+    lake.overwrite("silver.churn_labels", labels)
+    column = GOOD.model_copy(update={"label_source": "column"})
+    with pytest.raises(SourceError) as err:
+        run_stage(_ctx(spark, stage_settings, lake, column), "churn")
+    assert str(err.value).startswith(f"{len(customers)} of the {len(customers)} evaluation rows carry the same label")
+    assert "set churn.evaluation: snapshot" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.slow

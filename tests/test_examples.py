@@ -29,7 +29,8 @@ DATA = Path(__file__).resolve().parent / "data" / "examples"
 
 
 def run_example(
-    spark: SparkSession, name: str, lake_dir: Path, raw: Path | None = None, results: dict[str, StageResult] | None = None
+    spark: SparkSession, name: str, lake_dir: Path, raw: Path | None = None, results: dict[str, StageResult] | None = None,
+    stages: tuple[str, ...] = ("ingest", "refine"),
 ) -> Lake:
     settings = load_settings(
         config_file=CONF / f"{name}.yaml", overrides={"paths.raw": str(raw or DATA / name), "paths.lake": str(lake_dir)}
@@ -38,8 +39,10 @@ def run_example(
     ctx = StageContext(settings=settings, spark=spark, lake=lake)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(settings.refine.pii_key_env, "examples-test-key")
-        for stage in ("ingest", "refine"):
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # model stages track into the lake's own store
+        for stage in stages:
             result = run_stage(ctx, stage)
+            assert result.skipped is None, f"{name}: {stage} skipped: {result.skipped}"
             if results is not None:
                 results[stage] = result
     return lake
@@ -70,7 +73,8 @@ def retail(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lak
                  for line in lines]
     assert sum(a != b for a, b in zip(lines, respelled)) == 4
     (root / "raw" / "online_retail" / src.name).write_text("".join(respelled), encoding="utf-8")
-    return run_example(spark, "retail_invoices", root / "lake", raw=root / "raw", results=RETAIL_RESULTS)
+    return run_example(spark, "retail_invoices", root / "lake", raw=root / "raw", results=RETAIL_RESULTS,
+                       stages=("ingest", "refine", "features", "basket"))
 
 
 def test_retail_rows_dropped_by_each_mapping_filter_are_counted_and_noted(retail: Lake) -> None:
@@ -267,6 +271,16 @@ def test_retail_products_from_positive_sales(spark: SparkSession, retail: Lake) 
     same(actual, expected)
 
 
+def test_retail_features_and_baskets_from_the_invoices(spark: SparkSession, retail: Lake) -> None:
+    """RFM from the accepted lines; the basket stage mines the invoices (one month: nothing for churn)."""
+    customers = retail.read("silver.customers").count()
+    features = retail.read("gold.customer_features")
+    assert features.count() == customers
+    buyers = retail.read("silver.orders").where("status = 'completed'").select("customer_id").distinct().count()
+    assert 0 < features.where(F.col("has_orders")).count() <= buyers  # a purchase also needs accepted lines of value
+    assert RETAIL_RESULTS["basket"].skipped is None and retail.read("gold.basket_itemsets").count() > 0
+
+
 # -- subscription churn -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def churn(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
@@ -342,10 +356,133 @@ def test_churn_customer_without_tenure_is_quarantined(spark: SparkSession, churn
     same(actual, expected)
 
 
+def test_churn_attributes_are_typed_by_config(spark: SparkSession, churn: Lake) -> None:
+    attrs = churn.read("silver.customer_attributes")
+    # 17 customers in silver (8665-UTDHZ has no signup date) x 14 attributes, less 6713-OKOMC's bad charge
+    assert attrs.count() == 17 * 14 - 1
+    actual = (
+        attrs.filter(F.col("customer_id") == "7590-VHVEG")
+        .select("attribute", "kind", "value_number", "value_text", "value_boolean", "value_date", "snapshot_date")
+        .orderBy("attribute")
+    )
+    rows = [
+        ("contract", "categorical", None, "Month-to-month", None),
+        ("dependents", "boolean", None, None, False),
+        ("internet_service", "categorical", None, "DSL", None),
+        ("monthly_charges", "numeric", 29.85, None, None),
+        ("online_security", "categorical", None, "No", None),
+        ("paperless_billing", "boolean", None, None, True),
+        ("partner", "boolean", None, None, True),
+        ("payment_method", "categorical", None, "Electronic check", None),
+        ("senior_citizen", "boolean", None, None, False),
+        ("streaming_movies", "categorical", None, "No", None),
+        ("streaming_tv", "categorical", None, "No", None),
+        ("tech_support", "categorical", None, "No", None),
+        ("tenure_months", "numeric", 1.0, None, None),
+        ("total_charges", "numeric", 29.85, None, None),
+    ]
+    expected = typed(
+        spark.createDataFrame(
+            [(*r, None, "2024-06-30") for r in rows],
+            "attribute string, kind string, value_number double, value_text string, value_boolean boolean, "
+            "value_date string, snapshot_date string",
+        ),
+        value_date="date", snapshot_date="date",
+    )
+    same(actual, expected)
+    # A blank total (tenure 0) is a missing value, kept: the model imputes it.
+    blank = attrs.filter((F.col("customer_id") == "4190-MFLUW") & (F.col("attribute") == "total_charges")).first()
+    assert blank is not None and blank["value_number"] is None
+
+
+def test_churn_attribute_that_does_not_parse_as_its_kind_is_quarantined(spark: SparkSession, churn: Lake) -> None:
+    actual = (
+        churn.read("quarantine.customer_attributes")
+        .select("customer_id", "attribute", "value", "_dq_reasons")
+        .orderBy("customer_id", "attribute")
+    )
+    unknown = [("8665-UTDHZ", a, ["unknown_customer_id"]) for a in sorted(
+        ["senior_citizen", "partner", "dependents", "tenure_months", "internet_service", "online_security", "tech_support",
+         "streaming_tv", "streaming_movies", "contract", "paperless_billing", "payment_method", "monthly_charges",
+         "total_charges"])]
+    assert actual.filter(F.col("customer_id") == "8665-UTDHZ").count() == len(unknown)
+    bad = actual.filter(F.col("customer_id") != "8665-UTDHZ")
+    same(bad, spark.createDataFrame([("6713-OKOMC", "monthly_charges", "about 30", ["bad_value"])],
+                                    "customer_id string, attribute string, value string, _dq_reasons array<string>"))
+
+
+# -- transaction log ------------------------------------------------------------------------
+LOG_RESULTS: dict[str, StageResult] = {}
+LOG_FILE = DATA / "transaction_log" / "cdnow" / "CDNOW_sample.txt"
+
+
+@pytest.fixture(scope="module")
+def transaction_log(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    """Every stage a log of (customer, date, amount) can feed: basket has nothing to mine in it."""
+    return run_example(spark, "transaction_log", tmp_path_factory.mktemp("cdnow") / "lake", results=LOG_RESULTS,
+                       stages=("ingest", "refine", "features", "segment", "churn"))
+
+
+def _log_lines() -> list[tuple[str, str, float]]:
+    """(customer, yyyyMMdd, amount) of the sample's well-formed lines."""
+    out = []
+    for line in LOG_FILE.read_text().splitlines():
+        customer, day, _, amount = line.split()
+        if re.fullmatch(r"\d{5}", customer) and re.fullmatch(r"\d{8}", day):
+            out.append((customer, day, float(amount)))
+    return out
+
+
+def test_transaction_log_rfm_equals_the_log_summed_by_hand(spark: SparkSession, transaction_log: Lake) -> None:
+    lines = [l for l in _log_lines() if l[2] > 0]
+    as_of = max(day for _, day, _ in lines)
+    assert LOG_RESULTS["features"].as_of.strftime("%Y%m%d") == as_of
+    days: dict[str, set[str]] = {}
+    spend: dict[str, float] = {}
+    for customer, day, amount in lines:
+        days.setdefault(customer, set()).add(day)
+        spend[customer] = spend.get(customer, 0.0) + amount
+    features = transaction_log.read("gold.customer_features").select("customer_id", "frequency", "monetary").collect()
+    got = {r["customer_id"]: (r["frequency"], float(r["monetary"])) for r in features}
+    assert set(got) == set(days)
+    assert all(got[c][0] == len(days[c]) and got[c][1] == pytest.approx(spend[c], abs=0.005) for c in days)
+
+
+def test_transaction_log_quarantines_the_malformed_and_the_zero_lines(spark: SparkSession, transaction_log: Lake) -> None:
+    reasons = {
+        tuple(r["_dq_reasons"]) for r in transaction_log.read("quarantine.order_items").select("_dq_reasons").collect()
+    }
+    assert ("out_of_range_unit_price",) in reasons  # 00003's 0.00 line
+    assert any("bad_unit_price" in r for r in reasons)  # the 'oops' line
+    assert transaction_log.read("silver.order_items").count() == sum(1 for l in _log_lines() if l[2] > 0)
+
+
+def test_transaction_log_feeds_segments_and_churn(spark: SparkSession, transaction_log: Lake) -> None:
+    buyers = len({c for c, _, a in _log_lines() if a > 0})
+    segments = transaction_log.read("gold.customer_segments")
+    assert segments.count() == buyers
+    assert LOG_RESULTS["segment"].metrics["k"] in (3.0, 4.0, 5.0)
+    churn = LOG_RESULTS["churn"].outcome
+    assert churn.rows["train"] > 0 and churn.rows["eval"] > 0 and 0 < churn.churn_rate["eval"] < 1
+    assert transaction_log.read("gold.churn_scores").count() == buyers
+    assert churn.metrics["logistic_regression"]["roc_auc"] > churn.baseline_recency_roc_auc - 0.1
+
+
 # -- baskets ------------------------------------------------------------------------------
+BASKET_RESULTS: dict[str, StageResult] = {}
+
+
 @pytest.fixture(scope="module")
 def baskets(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    return run_example(spark, "baskets", tmp_path_factory.mktemp("baskets") / "lake")
+    """A basket list can feed the basket stage only: no customers, dates or prices to speak of."""
+    return run_example(spark, "baskets", tmp_path_factory.mktemp("baskets") / "lake", results=BASKET_RESULTS,
+                       stages=("ingest", "refine", "basket"))
+
+
+def test_baskets_are_mined(spark: SparkSession, baskets: Lake) -> None:
+    # 8 baskets: {bread, milk} in 5 (3 plain + 2 of the 4-item ones), {beer, diapers} in 3
+    itemsets = {tuple(sorted(r["items"])): r["freq"] for r in baskets.read("gold.basket_itemsets").collect()}
+    assert itemsets[("bread", "milk")] == 5 and itemsets[("beer", "diapers")] == 3
 
 
 def test_baskets_are_exploded_into_order_items(spark: SparkSession, baskets: Lake) -> None:

@@ -187,7 +187,8 @@ CROSS_SELL = Table(
 
 # -- churn: gold.churn_training, gold.churn_scores -----------------------------------------------------
 # gold.churn_training: the exact rows a churn run trained (split "train", features at T) and
-# evaluated on (split "eval", features at T'), with their label: churned = 1 when the customer
+# evaluated on (split "eval", features at T'; in snapshot mode both at one date, the eval rows a
+# stratified holdout), with their label: churned = 1 when the customer
 # placed no completed order in (as_of_date, label_end_date] (label_source "computed") or as the
 # user's silver.churn_labels says (label_source "column"). Partitioned by the run's scoring date D.
 
@@ -199,7 +200,10 @@ def _churn_training(t: Table, cc: CheckContext) -> list[Check]:
         *not_null(*key, "as_of_date", "label_end_date"),
         in_set("split", ["train", "eval"]), Rule("churned IN (0, 1)"),
         in_set("label_source", ["computed", "column"]),
-        Rule("as_of_date < label_end_date AND as_of_date < run_as_of_date"),
+        # time: training and evaluation dates lie before the scoring date; snapshot: the labelled
+        # date may be the scoring date itself (the user's labels describe that snapshot).
+        Rule("as_of_date < label_end_date AND as_of_date "
+             + ("<=" if cc.settings.churn.evaluation == "snapshot" else "<") + " run_as_of_date"),
     ]
 
 

@@ -155,7 +155,26 @@ CHURN_LABELS = _silver(
     doc="a user-provided churn label per customer (bring-your-own data, e.g. a subscription table)",
 )
 
-SILVER = (CUSTOMERS, PRODUCTS, ORDERS, ORDER_ITEMS, WEB_EVENTS, SOCIAL_INTERACTIONS, FEEDBACK, CHURN_LABELS)
+ATTRIBUTE_KINDS = ("numeric", "categorical", "boolean", "date")
+CUSTOMER_ATTRIBUTES = _silver(
+    "customer_attributes",
+    # One row per customer, snapshot date and attribute (config ``attributes``: name -> kind); the
+    # value sits in the column of its kind: numeric -> value_number, categorical -> value_text
+    # (contacts masked), boolean -> value_boolean, date -> value_date. A source row of N attributes
+    # maps to N rows; an empty value is kept (null), an unparseable one is quarantined (bad_value).
+    "customer_id string, snapshot_date date, attribute string, kind string, value_number double, "
+    "value_text string, value_boolean boolean, value_date date",
+    (
+        Field("customer_id", required=True), Field("snapshot_date", "date", required=True),
+        Field("attribute", required=True), Field("value"),
+    ),
+    keys=("customer_id", "snapshot_date", "attribute"), refs={"customer_id": "customers"},
+    date_column="snapshot_date",
+    doc="user attribute columns (contract, plan, charges, ...) per customer and snapshot date, typed by config",
+)
+
+SILVER = (CUSTOMERS, PRODUCTS, ORDERS, ORDER_ITEMS, WEB_EVENTS, SOCIAL_INTERACTIONS, FEEDBACK, CHURN_LABELS,
+          CUSTOMER_ATTRIBUTES)
 # Refine order: the tables a reference points at come first.
 TARGET_ORDER = tuple(t.name.split(".", 1)[1] for t in SILVER)
 

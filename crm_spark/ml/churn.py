@@ -34,11 +34,11 @@ from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from crm_spark.contracts.gold import CUSTOMER_FEATURES_DDL
-from crm_spark.transforms.features import purchases
+from crm_spark.transforms.features import ATTRIBUTE_PREFIX, purchases
 
 LABEL = "churned"
 WEIGHT = "class_weight"
@@ -67,6 +67,65 @@ class FeatureColumns:
     @property
     def all(self) -> tuple[str, ...]:
         return (*self.numeric, *self.categorical, *self.boolean)
+
+
+LABEL_KEY = "_label_key"  # which label a row carries: the same customer and key in two rows is one label used twice
+
+
+def attribute_columns(kinds: Mapping[str, str]) -> FeatureColumns:
+    """The model columns :func:`crm_spark.transforms.features.with_attributes` adds: ``attr_<name>``; numeric, boolean (0/1)
+    and date (days before the as-of date) attributes are numeric, categorical ones categorical."""
+    return FeatureColumns(
+        numeric=tuple(f"{ATTRIBUTE_PREFIX}{n}" for n, k in kinds.items() if k in ("numeric", "boolean", "date")),
+        categorical=tuple(f"{ATTRIBUTE_PREFIX}{n}" for n, k in kinds.items() if k == "categorical"),
+        boolean=(),
+    )
+
+
+def combined(*groups: FeatureColumns, without: Sequence[str] = ()) -> FeatureColumns:
+    """The columns of ``groups`` together, minus ``without``."""
+    drop = set(without)
+
+    def keep(kind: str) -> tuple[str, ...]:
+        return tuple(c for g in groups for c in getattr(g, kind) if c not in drop)
+
+    return FeatureColumns(numeric=keep("numeric"), categorical=keep("categorical"), boolean=keep("boolean"))
+
+
+def constant_columns(frame: DataFrame, columns: Sequence[str]) -> list[str]:
+    """The columns of ``columns`` holding one value on every row of ``frame`` (all null counts
+    as one value): they cannot help a model. One aggregation."""
+    if not columns:
+        return []
+    aggs = [F.count(F.lit(1)).alias("_rows")]
+    for i, c in enumerate(columns):
+        aggs += [F.count(F.col(c)).alias(f"n{i}"), F.min(F.col(c)).alias(f"lo{i}"), F.max(F.col(c)).alias(f"hi{i}")]
+    row = frame.agg(*aggs).first()
+    out = []
+    for i, c in enumerate(columns):
+        present = int(row[f"n{i}"])
+        if present == 0 or (present == row["_rows"] and row[f"lo{i}"] == row[f"hi{i}"]):
+            out.append(c)
+    return out
+
+
+def stratified_holdout(labeled: DataFrame, *, share: float, seed: int) -> DataFrame:
+    """``labeled`` + ``split``: ``eval`` for round(share x n) customers of each class, drawn by a
+    seeded hash of the customer id (the same customers for the same seed and rows), else ``train``."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"holdout share must lie in (0, 1), got {share}")
+    draw = F.xxhash64(F.col("customer_id"), F.lit(seed))
+    rank = F.row_number().over(Window.partitionBy(LABEL).orderBy(draw, F.col("customer_id")))
+    size = F.count(F.lit(1)).over(Window.partitionBy(LABEL))
+    held = rank <= F.round(size * F.lit(share))
+    return labeled.withColumn("split", F.when(held, F.lit("eval")).otherwise(F.lit("train")))
+
+
+def shared_labels(train: DataFrame, evaluate: DataFrame) -> int:
+    """Evaluation rows that carry a label some training row carries too (same customer, same
+    ``_label_key``): such an evaluation measures memory, not prediction. One join."""
+    key = ["customer_id", LABEL_KEY]
+    return int(evaluate.select(*key).join(train.select(*key).distinct(), key, "left_semi").count())
 
 
 def feature_columns(ddl: str = CUSTOMER_FEATURES_DDL) -> FeatureColumns:
@@ -126,28 +185,34 @@ def computed_labels(
         features.join(retained, list(KEY), "left")
         .withColumn(LABEL_END, F.date_add(F.col("as_of_date"), horizon_days))
         .withColumn(LABEL, F.when(F.col("_retained"), F.lit(0)).otherwise(F.lit(1)))
+        .withColumn(LABEL_KEY, F.col(LABEL_END).cast("string"))
         .drop("_retained")
     )
 
 
-def provided_labels(features: DataFrame, labels: DataFrame, *, horizon_days: int) -> DataFrame:
+def provided_labels(
+    features: DataFrame, labels: DataFrame, *, horizon_days: int, snapshot: bool = False
+) -> DataFrame:
     """``features`` + ``label_end_date`` + ``churned`` from a user label table (customer_id, churned, label_date).
 
     A label applies to an as-of date X when its ``label_date`` lies in (X, X + horizon_days],
     the same window a computed label looks at, so a label already known at X never leaks into
     X's training row; an undated label (null ``label_date``) applies to every as-of date.
-    Customers without an applicable label drop out.
+    ``snapshot``: the label describes the snapshot the features are taken from, so a label dated
+    X itself applies too ([X, X + horizon_days]). Customers without an applicable label drop out.
     """
     known = labels.where(F.col("customer_id").isNotNull() & F.col("churned").isNotNull()).select(
         F.col("customer_id").alias("_l_customer"), F.col("churned").alias("_l_churned"), F.col("label_date").alias("_l_date")
     )
     end = F.date_add(F.col("as_of_date"), horizon_days)
-    applies = F.col("_l_date").isNull() | ((F.col("_l_date") > F.col("as_of_date")) & (F.col("_l_date") <= end))
+    after = F.col("_l_date") >= F.col("as_of_date") if snapshot else F.col("_l_date") > F.col("as_of_date")
+    applies = F.col("_l_date").isNull() | (after & (F.col("_l_date") <= end))
     return (
         features.join(known, F.col("customer_id") == F.col("_l_customer"), "inner")
         .where(applies)
         .withColumn(LABEL_END, end)
         .withColumn(LABEL, F.col("_l_churned").cast("int"))
+        .withColumn(LABEL_KEY, F.coalesce(F.col("_l_date").cast("string"), F.lit("undated")))
         .drop("_l_customer", "_l_churned", "_l_date")
     )
 
@@ -474,13 +539,15 @@ def evaluate(
     rule: ThresholdRule,
     target_recall: float,
     key_col: str = "customer_id",
+    threshold: float | None = None,
 ) -> Evaluation:
     """Every metric of stage 6 on a scored frame with known labels.
 
     ``roc_auc``, ``pr_auc`` (Spark's trapezoidal area under precision-recall), ``log_loss``,
     ``brier``, ``lift_top_decile``, ``capture_top_decile``, ``base_rate``, ``rows``,
-    ``positives`` and the confusion matrix at the threshold the rule picks on the ``bins`` grid
-    (``threshold``, ``tp``, ``fp``, ``tn``, ``fn``, ``precision``, ``recall``, ``f1``).
+    ``positives`` and the confusion matrix (``threshold``, ``tp``, ``fp``, ``tn``, ``fn``,
+    ``precision``, ``recall``, ``f1``) at ``threshold`` (chosen beforehand on other rows, see
+    :func:`pick_threshold`), or else at the one the rule picks on these rows on the ``bins`` grid.
     Cache ``scored`` first: each metric is one pass.
     """
     metrics = probability_metrics(scored)
@@ -491,9 +558,19 @@ def evaluate(
     metrics.update(top_decile_lift(scored, key_col=key_col))
     table = score_bins(scored, bins=bins).toPandas()
     curve = threshold_curve(table, bins=bins)
-    chosen = choose_threshold(curve, rule=rule, target_recall=target_recall)
+    if threshold is None:
+        chosen = choose_threshold(curve, rule=rule, target_recall=target_recall)
+    else:
+        chosen = curve.iloc[int((curve["threshold"] - threshold).abs().to_numpy().argmin())]
     metrics.update({k: float(chosen[k]) for k in ("threshold", "tp", "fp", "tn", "fn", "precision", "recall", "f1")})
     return Evaluation(metrics=metrics, curve=curve, calibration=calibration_table(table, bins=bins))
+
+
+def pick_threshold(scored: DataFrame, *, bins: int, rule: ThresholdRule, target_recall: float) -> float:
+    """The threshold ``rule`` picks on ``scored`` (training rows): the evaluation then reports the
+    confusion at it, so the threshold is never tuned on the rows it is judged on. One aggregation."""
+    curve = threshold_curve(score_bins(scored, bins=bins).toPandas(), bins=bins)
+    return float(choose_threshold(curve, rule=rule, target_recall=target_recall)["threshold"])
 
 
 # -- champion rule -----------------------------------------------------------------------------

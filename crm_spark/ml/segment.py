@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pyspark.ml import Estimator, Model, Pipeline, PipelineModel, Transformer
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, GaussianMixtureModel, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.ml.feature import PCA, SQLTransformer, StandardScaler, VectorAssembler
+from pyspark.ml.feature import PCA, Imputer, SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame
@@ -41,6 +41,7 @@ SEGMENT = "segment_name"
 DISTANCE = "distance_to_centroid"
 SCALED = "segment_features"  # the scaled feature vector (unit standard deviation) the clusters live in
 _ASSEMBLED = "_segment_raw_features"
+_IMPUTED = "__imputed"
 _PROBABILITY = "_segment_probability"
 _LOG_PREFIX = "log1p_"
 
@@ -55,9 +56,12 @@ def log_column(feature: str) -> str:
     return f"{_LOG_PREFIX}{feature}"
 
 
-def preprocessing_stages(*, features: Sequence[str], log_features: Sequence[str] = ()) -> list[Transformer | Estimator]:
-    """log1p of ``log_features`` (negatives clamped to 0), assemble ``features``, divide each by
-    its standard deviation.
+def preprocessing_stages(
+    *, features: Sequence[str], log_features: Sequence[str] = (), impute: Sequence[str] = ()
+) -> list[Transformer | Estimator]:
+    """Median of the fitted rows for nulls of ``impute`` (customer attributes may be missing),
+    log1p of ``log_features`` (negatives clamped to 0), assemble ``features``, divide each by its
+    standard deviation.
 
     Heavy-tailed counts and amounts (monetary, frequency, recency) would otherwise let a few
     extreme customers own a cluster each; ``log1p`` keeps zeros at zero. The output vector is
@@ -68,11 +72,16 @@ def preprocessing_stages(*, features: Sequence[str], log_features: Sequence[str]
     stray = [f for f in log_features if f not in features]
     if stray:
         raise ValueError(f"log_features {stray} are not among the features")
+    stray = [f for f in impute if f not in features]
+    if stray:
+        raise ValueError(f"impute {stray} are not among the features")
     stages: list[Transformer | Estimator] = []
+    if impute:
+        stages.append(Imputer(inputCols=list(impute), outputCols=[f"{f}{_IMPUTED}" for f in impute], strategy="median"))
     if log_features:
         exprs = ", ".join(f"log1p(greatest(cast(`{f}` as double), 0D)) AS `{log_column(f)}`" for f in log_features)
         stages.append(SQLTransformer(statement=f"SELECT *, {exprs} FROM __THIS__"))
-    inputs = [log_column(f) if f in log_features else f for f in features]
+    inputs = [log_column(f) if f in log_features else f"{f}{_IMPUTED}" if f in impute else f for f in features]
     stages.append(VectorAssembler(inputCols=inputs, outputCol=_ASSEMBLED, handleInvalid="error"))
     # Scaled, not centred: Euclidean clusters, silhouette and distances ignore a shift, and
     # BisectingKMeans cannot split a root cluster centred on the origin (its split perturbs the

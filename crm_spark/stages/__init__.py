@@ -232,6 +232,16 @@ def _churn_inputs(settings: Settings) -> list[str]:
     return ["silver.orders" if settings.churn.label_source == "computed" else "silver.churn_labels"]
 
 
+def _features_inputs(settings: Settings) -> list[str]:
+    """Orders when a source feeds them; else (a customer table with attributes) the customers."""
+    return ["silver.orders" if configured(settings, "orders") else "silver.customers"]
+
+
+def configured(settings: Settings, target: str) -> bool:
+    """Whether an enabled source feeds ``silver.<target>``."""
+    return any(s.enabled and target in s.targets for s in settings.sources.values())
+
+
 _SILVER_OPTIONAL = ("silver.customers", "silver.order_items", "silver.products", "silver.web_events",
                     "silver.social_interactions", "silver.feedback")
 
@@ -242,16 +252,19 @@ STAGES: tuple[StageSpec, ...] = (
               inputs=("bronze.*", "silver.*"), outputs=("silver.*", "quarantine.*"), dated=False),
     StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", "crm_spark.stages.features",
               inputs=("silver.orders", *_SILVER_OPTIONAL), outputs=("gold.customer_features",),
-              required=lambda s: ["silver.orders"], as_of_from=("silver.orders",), backfill="run_dates"),
+              required=_features_inputs, as_of_from=("silver.orders", "silver.customer_attributes"),
+              backfill="run_dates"),
     StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", "crm_spark.stages.segment",
-              inputs=("gold.customer_features",), outputs=("gold.customer_segments", "gold.segment_profiles"),
+              inputs=("gold.customer_features", "silver.customer_attributes"),
+              outputs=("gold.customer_segments", "gold.segment_profiles"), required=lambda s: ["gold.customer_features"],
               as_of_from=("gold.customer_features",)),
     StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", "crm_spark.stages.basket",
               inputs=("silver.orders", "silver.order_items", "silver.products"),
               outputs=("gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell"),
               required=_basket_inputs, as_of_from=("silver.orders",)),
     StageSpec("churn", "churn labels, model, champion/challenger registry, scores", "crm_spark.stages.churn",
-              inputs=("gold.customer_features", "silver.orders", "silver.order_items", "silver.churn_labels"),
+              inputs=("gold.customer_features", "silver.orders", "silver.order_items", "silver.churn_labels",
+                      "silver.customer_attributes"),
               outputs=("gold.churn_training", "gold.churn_scores"), required=_churn_inputs,
               as_of_from=("gold.customer_features",), needs="needed_partitions",
               options=(Option("--score", "only score --as-of with the registered champion model (no training)",

@@ -1,13 +1,20 @@
-"""Stage ``churn``: labels, a tuned logistic regression (and a GBT challenger), time-based
-evaluation, the MLflow registry's champion alias, and ``gold.churn_scores``.
+"""Stage ``churn``: labels, a tuned logistic regression (and a GBT challenger), an honest
+holdout, the MLflow registry's champion alias, and ``gold.churn_scores``.
 
-Dates. D is the scoring date (``--as-of``; default the latest ``gold.customer_features`` date).
-The model is evaluated at T' = D - ``churn.eval_offset_days``, whose labels end at D and so are
-known, and trained at T = T' - ``churn.train_offset_days`` (both offsets default to
-``churn.horizon_days``). Each date's rows are the customers of ``gold.customer_features`` at
-that date (buyers only, by default) with their label: no completed order in the horizon after
-the date (``silver.orders``), or the user's ``silver.churn_labels`` (``churn.label_source:
-column``). Features come from the date's partition, so nothing after the date reaches them.
+Dates (``churn.evaluation``). D is the scoring date (``--as-of``; default the latest
+``gold.customer_features`` date). ``time``: the model is evaluated at T' = D -
+``churn.eval_offset_days``, whose labels end at D and so are known, and trained at T = T' -
+``churn.train_offset_days`` (both offsets default to ``churn.horizon_days``). ``snapshot`` (one
+labelled customer table): training and evaluation rows come from one date, D for the user's
+labels, a stratified random holdout (``churn.holdout_share`` of each class, by seed) evaluates.
+Each date's rows are the customers of ``gold.customer_features`` at that date (buyers only, by
+default) with their label: no completed order in the horizon after the date (``silver.orders``),
+or the user's ``silver.churn_labels`` (``churn.label_source: column``), joined with the
+customer's attributes valid at that date (``silver.customer_attributes``, the latest snapshot on
+or before it; ``churn.attributes`` chooses). Features come from the date's partition, so nothing
+after the date reaches them. Columns with one value on every training row are left out (a note
+says which). An evaluation whose rows carry a training row's label (undated labels in ``time``
+mode) is refused; the decision threshold is picked on the training rows.
 
 Missing feature partitions. The stage declares the partitions it needs
 (:func:`needed_partitions`: T, T' and D of ``gold.customer_features``); the runner computes the
@@ -45,6 +52,7 @@ from crm_spark.lake import WriteResult
 from crm_spark.ml import churn as ml
 from crm_spark.ml import sized
 from crm_spark.stages import StageContext, StageResult
+from crm_spark.transforms.features import with_attributes
 
 __all__ = ["MODEL_NAME", "CHAMPION", "ChurnDates", "ChurnOutcome", "churn_dates", "needed_partitions", "run", "score"]
 
@@ -54,6 +62,7 @@ STAGE = "churn"
 MODEL_NAME = "crm-spark-churn"
 CHAMPION = "champion"
 FEATURES, ORDERS, LABELS = "gold.customer_features", "silver.orders", "silver.churn_labels"
+ATTRIBUTES = "silver.customer_attributes"
 ORDER_ITEMS = "silver.order_items"
 TRAINING, SCORES = "gold.churn_training", "gold.churn_scores"
 BASELINE_FEATURE = "recency_days"
@@ -73,7 +82,12 @@ class ChurnDates:
 
 
 def churn_dates(score_date: date, cfg: ChurnSettings) -> ChurnDates:
-    """T' = D - eval offset (labels end by D); T = T' - train offset (training labels end by T')."""
+    """``time``: T' = D - eval offset (labels end by D); T = T' - train offset (training labels
+    end by T'). ``snapshot``: one labelled date for training and holdout, D itself for the
+    user's labels (they describe the snapshot), D - eval offset for computed labels (known by D)."""
+    if cfg.evaluation == "snapshot":
+        labelled = score_date if cfg.label_source == "column" else score_date - timedelta(days=cfg.eval_offset)
+        return ChurnDates(train=labelled, evaluate=labelled, score=score_date)
     evaluate = score_date - timedelta(days=cfg.eval_offset)
     return ChurnDates(train=evaluate - timedelta(days=cfg.train_offset), evaluate=evaluate, score=score_date)
 
@@ -112,7 +126,7 @@ def needed_partitions(settings: Settings, as_of: date, entry: str) -> dict[str, 
     if entry == "score":
         return {FEATURES: [as_of]}
     d = churn_dates(as_of, settings.churn)
-    return {FEATURES: [d.train, d.evaluate, d.score]}
+    return {FEATURES: sorted({d.train, d.evaluate, d.score})}
 
 
 def run(ctx: StageContext, as_of: date) -> StageResult:
@@ -127,19 +141,39 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     lines = ctx.read(ORDER_ITEMS) if cfg.label_source == "computed" and ctx.exists(ORDER_ITEMS) else None
     if cfg.label_source == "computed":
         _check_label_coverage(label_frame, dates)
+    kinds = ctx.settings.model_attributes()
+    attributes = _attributes(ctx)
 
     purchases = ctx.settings.features.count_zero_value_orders
-    train = _labeled(features, label_frame, lines, as_of=dates.train, cfg=cfg, zero_value=purchases).cache()
-    evaluate = _labeled(features, label_frame, lines, as_of=dates.evaluate, cfg=cfg, zero_value=purchases).cache()
-    cached: list[DataFrame] = [train, evaluate]
+
+    def labeled(as_of: date) -> DataFrame:
+        rows = _labeled(features, label_frame, lines, as_of=as_of, cfg=cfg, zero_value=purchases)
+        return with_attributes(rows, attributes, kinds)
+
+    cached: list[DataFrame] = []
+    if cfg.evaluation == "snapshot":
+        split = ml.stratified_holdout(labeled(dates.train), share=cfg.holdout_share, seed=cfg.seed).cache()
+        cached.append(split)
+        train, evaluate = split.where(F.col("split") == "train").drop("split"), split.where(F.col("split") == "eval").drop("split")
+    else:
+        train, evaluate = labeled(dates.train), labeled(dates.evaluate)
+    train, evaluate = train.cache(), evaluate.cache()
+    cached += [train, evaluate]
+    notes: list[str] = []
     try:
         counts = {"train": ml.label_counts(train), "eval": ml.label_counts(evaluate)}
         _check_classes(counts, dates, cfg)
+        if cfg.label_source == "column":  # computed labels at T and T' look at disjoint windows (offsets >= horizon)
+            _check_overlap(train, evaluate, counts, cfg)
+        columns, left_out = _model_columns(train, kinds)
+        if left_out:
+            notes.append(f"left out of the model (one value on every training row): {', '.join(left_out)}")
+            log.info("[churn] %s", notes[-1])
         training_write = _write_training(ctx, train, evaluate, dates=dates, cfg=cfg)
 
         weighted = sized(_weighted(train, counts["train"], cfg), counts["train"]["rows"]).cache()
         cached.append(weighted)
-        candidates = _fit_candidates(weighted, evaluate, cfg, cached)
+        candidates = _fit_candidates(weighted, evaluate, cfg, cached, columns)
         baseline = ml.roc_auc(evaluate.withColumn("_recency", F.col(BASELINE_FEATURE).cast("double")), score_col="_recency")
         log.info(
             "[churn] %s; recency baseline ROC-AUC %.3f",
@@ -147,10 +181,11 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
             baseline,
         )
         outcome = _track(ctx, candidates, evaluate, dates=dates, counts=counts, training_version=training_write.version,
-                         baseline=baseline, cfg=cfg, cached=cached)
+                         baseline=baseline, cfg=cfg, cached=cached, attributes=attributes)
     finally:
         for df in cached:
             df.unpersist()
+    notes += outcome["notes"]
     result = ChurnOutcome(
         dates=dates,
         rows={k: int(v["rows"]) for k, v in counts.items()},
@@ -166,13 +201,12 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         "baseline.recency.roc_auc": baseline,
         "champion.version": float(result.champion_version),
     }
-    return StageResult(STAGE, notes=tuple(outcome["notes"]), metrics=metrics, mlflow_run_id=outcome["run_id"],
+    return StageResult(STAGE, notes=tuple(notes), metrics=metrics, mlflow_run_id=outcome["run_id"],
                        model_version=result.champion_version, outcome=result)
 
 
 def score(ctx: StageContext, as_of: date) -> StageResult:
     """Scoring only (``crm-spark churn --score``): the registered champion scores D into ``gold.churn_scores``."""
-    cfg = ctx.settings.churn
     champion = ctx.tracker.model_by_alias(MODEL_NAME, CHAMPION)
     if champion is None:
         raise SourceError(
@@ -181,11 +215,12 @@ def score(ctx: StageContext, as_of: date) -> StageResult:
         )
     version, model = champion
     features = ctx.read(FEATURES)
+    attributes = _attributes(ctx)
     params = {"mode": "score", "score_as_of": as_of.isoformat(), "model_version": version}
     tracker = ctx.tracker
     with tracker.start_run(STAGE, as_of=as_of, inputs=ctx.input_versions(), params=params) as active:
         tracker.set_tags({"crm_spark.churn.mode": "score", "crm_spark.churn.model_version": version})
-        write, summary = _publish_scores(ctx, model, version, features, as_of=as_of, cfg=cfg)
+        write, summary = _publish_scores(ctx, model, version, features, attributes, as_of=as_of)
         tracker.log_json(ctx.quality_summary(), "quality_scores.json")
         tracker.log_metrics({**ml.prefixed("scores", summary), "scores.table_version": float(write.version)})
         run_id = str(active.info.run_id)
@@ -211,17 +246,56 @@ def _labeled(
     if cfg.label_source == "computed":
         return ml.computed_labels(at, labels, horizon_days=cfg.horizon_days, order_items=lines,
                                   count_zero_value_orders=zero_value)
-    return ml.provided_labels(at, labels, horizon_days=cfg.horizon_days)
+    return ml.provided_labels(at, labels, horizon_days=cfg.horizon_days, snapshot=cfg.evaluation == "snapshot")
+
+
+def _attributes(ctx: StageContext) -> DataFrame | None:
+    """``silver.customer_attributes`` when the model uses attributes and the table exists."""
+    if not ctx.settings.model_attributes():
+        return None
+    if not ctx.exists(ATTRIBUTES):
+        log.warning("[churn] attributes are configured but %s does not exist: they are left out", ATTRIBUTES)
+        return None
+    return ctx.read(ATTRIBUTES)
+
+
+def _model_columns(train: DataFrame, kinds: dict[str, str]) -> tuple[ml.FeatureColumns, list[str]]:
+    """The behaviour features and configured attributes, without those constant on the training
+    rows (a customer table without orders has no behaviour to learn from)."""
+    candidates = ml.combined(ml.feature_columns(), ml.attribute_columns(kinds))
+    constant = ml.constant_columns(train, candidates.all)
+    columns = ml.combined(candidates, without=constant)
+    if not columns.all:
+        raise SourceError(
+            "every feature has one value on every training row: nothing to learn from (configure attributes, "
+            "or check that silver.orders feeds gold.customer_features)"
+        )
+    return columns, constant
+
+
+def _check_overlap(train: DataFrame, evaluate: DataFrame, counts: dict[str, dict[str, float]], cfg: ChurnSettings) -> None:
+    """Refuse an evaluation whose rows carry the same labels as training rows (undated labels in ``time`` mode)."""
+    shared = ml.shared_labels(train, evaluate)
+    if shared:
+        raise SourceError(
+            f"{shared:,} of the {counts['eval']['rows']:,.0f} evaluation rows carry the same label as a training row "
+            f"(same customer, undated label): the evaluation would measure memory, not prediction; set "
+            f"churn.evaluation: snapshot (a stratified holdout of one labelled date), or date the labels"
+        )
 
 
 def _check_classes(counts: dict[str, dict[str, float]], dates: ChurnDates, cfg: ChurnSettings) -> None:
     for split, as_of in (("train", dates.train), ("eval", dates.evaluate)):
         rows, positives = counts[split]["rows"], counts[split]["positives"]
         if positives == 0 or positives == rows:
+            hint = ""
+            if rows == 0 and cfg.label_source == "column" and cfg.evaluation == "time":
+                hint = (f"; no label in {LABELS} is dated in ({as_of}, {as_of + timedelta(days=cfg.horizon_days)}]: "
+                        f"labels of one snapshot cannot label two dates, set churn.evaluation: snapshot")
             raise SourceError(
                 f"the {split} set as of {as_of} has {rows:.0f} customers and {positives:.0f} churners: a churn model needs "
                 f"both classes (check churn.label_source={cfg.label_source}, churn.population={cfg.population}, "
-                f"churn.horizon_days={cfg.horizon_days} and the --as-of date)"
+                f"churn.horizon_days={cfg.horizon_days} and the --as-of date){hint}"
             )
 
 
@@ -231,6 +305,7 @@ def _write_training(
     """The exact train and eval rows, gated, in ``gold.churn_training`` partition ``run_as_of_date`` = D."""
     rows = train.withColumn("split", F.lit("train")).unionByName(evaluate.withColumn("split", F.lit("eval")))
     rows = rows.withColumn("run_as_of_date", F.lit(dates.score)).withColumn("label_source", F.lit(cfg.label_source))
+    # The attribute values a row used are not kept here: silver.customer_attributes holds them by snapshot date.
     return ctx.publish(TRAINING, rows, partition={"run_as_of_date": dates.score})
 
 
@@ -242,7 +317,9 @@ def _weighted(train: DataFrame, counts: dict[str, float], cfg: ChurnSettings) ->
     return ml.with_class_weight(train, negative=negative, positive=positive)
 
 
-def _fit_candidates(train: DataFrame, evaluate: DataFrame, cfg: ChurnSettings, cached: list[DataFrame]) -> list[_Candidate]:
+def _fit_candidates(
+    train: DataFrame, evaluate: DataFrame, cfg: ChurnSettings, cached: list[DataFrame], columns: ml.FeatureColumns
+) -> list[_Candidate]:
     """The tuned logistic regression and, when configured, the GBT challenger.
 
     The two are fitted (and evaluated) at the same time from two driver threads: on small tables
@@ -257,12 +334,12 @@ def _fit_candidates(train: DataFrame, evaluate: DataFrame, cfg: ChurnSettings, c
             log.info("[churn] fitting logistic regression (one grid point: no %s)", cfg.tuning)
             single = ml.logistic_regression(max_iter=cfg.max_iter, weighted=weighted, tol=cfg.tol)
             single = single.setRegParam(cfg.reg_params[0]).setElasticNetParam(cfg.elastic_net_params[0])
-            best, grid = ml.churn_pipeline(single).fit(train), []
+            best, grid = ml.churn_pipeline(single, columns).fit(train), []
         else:
             tuner = ml.tuned_logistic_regression(
                 max_iter=cfg.max_iter, tol=cfg.tol, weighted=weighted, tuning=cfg.tuning, reg_params=cfg.reg_params,
                 elastic_net_params=cfg.elastic_net_params, folds=cfg.folds, train_ratio=cfg.train_ratio, seed=cfg.seed,
-                parallelism=cfg.parallelism,
+                parallelism=cfg.parallelism, columns=columns,
                 metric="areaUnderPR" if cfg.promotion_metric == "pr_auc" else "areaUnderROC",
             )
             log.info("[churn] tuning logistic regression (%s over %d grid points)", cfg.tuning, points)
@@ -270,26 +347,36 @@ def _fit_candidates(train: DataFrame, evaluate: DataFrame, cfg: ChurnSettings, c
             grid, best = ml.tuning_results(tuned), tuned.bestModel
         lr = best.stages[-1]
         params = {"regParam": float(lr.getRegParam()), "elasticNetParam": float(lr.getElasticNetParam()), "grid": grid}
-        return _Candidate("logistic_regression", best, _evaluate(best, evaluate, cfg, cached), params)
+        return _Candidate("logistic_regression", best, _evaluate(best, evaluate, cfg, cached, train=train), params)
 
     def challenger() -> _Candidate:
         log.info("[churn] fitting the GBT challenger (%d trees of depth %d)", cfg.gbt_max_iter, cfg.gbt_max_depth)
         gbt = ml.churn_pipeline(
             ml.gbt_classifier(max_iter=cfg.gbt_max_iter, max_depth=cfg.gbt_max_depth, step_size=cfg.gbt_step_size,
-                              seed=cfg.seed, weighted=weighted)
+                              seed=cfg.seed, weighted=weighted),
+            columns,
         ).fit(train)
         params = {"maxIter": cfg.gbt_max_iter, "maxDepth": cfg.gbt_max_depth, "stepSize": cfg.gbt_step_size}
-        return _Candidate("gbt", gbt, _evaluate(gbt, evaluate, cfg, cached), params)
+        return _Candidate("gbt", gbt, _evaluate(gbt, evaluate, cfg, cached, train=train), params)
 
     fits = [logistic] + ([challenger] if cfg.challenger == "gbt" else [])
     with ThreadPoolExecutor(max_workers=len(fits)) as pool:
         return list(pool.map(lambda fit: fit(), fits))
 
 
-def _evaluate(model: PipelineModel, evaluate: DataFrame, cfg: ChurnSettings, cached: list[DataFrame]) -> ml.Evaluation:
+def _evaluate(
+    model: PipelineModel, evaluate: DataFrame, cfg: ChurnSettings, cached: list[DataFrame], *, train: DataFrame | None = None
+) -> ml.Evaluation:
+    """Metrics on the evaluation rows; the confusion at the threshold ``churn.threshold_rule`` picks
+    on the training rows (``train``; a champion re-evaluated without them: on the evaluation rows)."""
+    threshold = None
+    if train is not None:
+        threshold = ml.pick_threshold(ml.score(model, train), bins=cfg.threshold_bins, rule=cfg.threshold_rule,
+                                      target_recall=cfg.target_recall)
     scored = ml.score(model, evaluate).select("customer_id", ml.LABEL, ml.PROBABILITY).cache()
     cached.append(scored)
-    return ml.evaluate(scored, bins=cfg.threshold_bins, rule=cfg.threshold_rule, target_recall=cfg.target_recall)
+    return ml.evaluate(scored, bins=cfg.threshold_bins, rule=cfg.threshold_rule, target_recall=cfg.target_recall,
+                       threshold=threshold)
 
 
 # -- registry ----------------------------------------------------------------------------------
@@ -304,6 +391,7 @@ def _track(
     baseline: float,
     cfg: ChurnSettings,
     cached: list[DataFrame],
+    attributes: DataFrame | None,
 ) -> dict[str, Any]:
     """One MLflow run: metrics, figures, models, champion decisions, then the scores of D."""
     metric = cfg.promotion_metric
@@ -373,8 +461,8 @@ def _track(
         })
         if champion_model is None or champion_version is None:  # only when every candidate scored NaN
             raise SourceError(f"no {CHAMPION} for {MODEL_NAME}: no model has a usable {metric} on the evaluation rows")
-        scores_write, summary = _publish_scores(ctx, champion_model, champion_version, ctx.read(FEATURES),
-                                                as_of=dates.score, cfg=cfg)
+        scores_write, summary = _publish_scores(ctx, champion_model, champion_version, ctx.read(FEATURES), attributes,
+                                                as_of=dates.score)
         tracker.log_json(ctx.quality_summary(), "quality_scores.json")
         tracker.log_metrics({**ml.prefixed("scores", summary), "scores.table_version": float(scores_write.version),
                              "champion.version": float(champion_version)})
@@ -422,11 +510,15 @@ def _log_figures(ctx: StageContext, candidates: list[_Candidate], evaluate: Data
 
 # -- scores ------------------------------------------------------------------------------------
 def _publish_scores(
-    ctx: StageContext, model: PipelineModel, version: int, features: DataFrame, *, as_of: date, cfg: ChurnSettings
+    ctx: StageContext, model: PipelineModel, version: int, features: DataFrame, attributes: DataFrame | None, *,
+    as_of: date,
 ) -> tuple[WriteResult, dict[str, Any]]:
-    """Score the population at ``as_of`` with ``model`` and publish that ``gold.churn_scores``
-    partition; returns the write and a summary (rows, mean probability, customers per band)."""
+    """Score the population at ``as_of`` (with its attributes as of that date) with ``model`` and
+    publish that ``gold.churn_scores`` partition; returns the write and a summary (rows, mean
+    probability, customers per band)."""
+    cfg = ctx.settings.churn
     at = ml.population(features.where(F.col("as_of_date") == F.lit(as_of)), who=cfg.population)
+    at = with_attributes(at, attributes, ctx.settings.model_attributes())
     scores = table(SCORES).conform(_scores(model, version, at, cfg)).cache()
     try:
         write = ctx.publish(SCORES, scores, partition={"as_of_date": as_of})

@@ -7,9 +7,13 @@ date and nothing else. :func:`run_dates` is the declared backfill entry: several
 pass over each source and one commit, rows equal to one run per date (the runner calls it for
 partitions another stage needs, e.g. churn's training and evaluation dates).
 
-``silver.orders`` is required (the runner skips the stage without it). Every other input is
-optional (bring-your-own data may have only orders and items): a missing table counts as empty,
-so its features take their no-activity values, and the result carries a note saying so.
+``silver.orders`` is required when a source feeds it (the runner skips the stage without it);
+a configuration without orders (a subscription customer table) needs ``silver.customers``
+instead, and its as-of date defaults to the latest ``silver.customer_attributes`` snapshot.
+Every other input is optional (bring-your-own data may have only orders and items): a missing
+table counts as empty, so its features take their no-activity values (behaviour features of a
+customer table without orders are constant; the churn model leaves constant columns out), and
+the result carries a note saying so.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def run(ctx: StageContext) -> StageResult:
     for target in TARGET_ORDER:
         feeding = [(n, s, s.targets[target]) for n, s in ctx.settings.sources.items() if s.enabled and target in s.targets]
         if not feeding:
-            if target != "churn_labels":
+            if target not in ("churn_labels", "customer_attributes"):  # bring-your-own tables only
                 notes.append(f"silver.{target}: no source is configured for it, skipped")
             continue
         for name, source, mapping in feeding:
@@ -125,7 +125,7 @@ def refine_pair(
     try:
         conformed = R.conform(
             bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
-            collapse=mapping.collapse, timestamp_formats=formats, dropped=observed,
+            collapse=mapping.collapse, timestamp_formats=formats, dropped=observed, attributes=tuple(settings.attributes),
         )
     except AnalysisException as exc:  # a mapping naming a column the files lack, or bad SQL
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -139,6 +139,7 @@ def refine_pair(
         timestamp_formats=formats,
         defaults=_scoped(settings.refine.missing, target),
         country_aliases=settings.refine.country_aliases,
+        attribute_kinds=settings.attributes,
     )
     # Referenced tables at their latest version: customers refined a moment ago count as known.
     known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}

@@ -11,7 +11,10 @@ model version of ``crm-spark-segment``.
 
 With ``segment.buyers_only`` customers without a completed order are not clustered (their RFM
 values are all zero or undefined, so they would form a cluster of their own and dominate the
-silhouette); they get ``segment.prospect_segment``.
+silhouette); they get ``segment.prospect_segment``. ``segment.attributes`` adds customer
+attributes (each customer's latest ``silver.customer_attributes`` snapshot on or before the
+date, a missing value imputed with the median) to the clustering features; columns with one
+value for everyone, or equal to an earlier column, are left out with a note.
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ from crm_spark.ml.segment import (
 from crm_spark.contracts import table
 from crm_spark.contracts.gold import SEGMENT_PROFILE_FEATURES
 from crm_spark.stages import StageContext, StageResult
+from crm_spark.transforms.features import ATTRIBUTE_PREFIX, with_attributes
 
 log = logging.getLogger(__name__)
 
 STAGE = "segment"
 FEATURES = "gold.customer_features"
+ATTRIBUTES = "silver.customer_attributes"
 SEGMENTS, PROFILES = "gold.customer_segments", "gold.segment_profiles"
 PARTITION = "as_of_date"
 REGISTERED_MODEL = "crm-spark-segment"
@@ -74,6 +79,10 @@ class SegmentOutcome:
 def run(ctx: StageContext, as_of: date) -> StageResult:
     cfg = ctx.settings.segment
     features = ctx.read(FEATURES, partition={PARTITION: as_of})
+    attributes = [f"{ATTRIBUTE_PREFIX}{a}" for a in cfg.attributes]
+    if cfg.attributes:  # each customer's latest attribute snapshot on or before the date
+        found = ctx.read(ATTRIBUTES) if ctx.exists(ATTRIBUTES) else None
+        features = with_attributes(features, found, {a: ctx.settings.attributes[a] for a in cfg.attributes})
 
     population = features.cache()
     cached: list[DataFrame] = [population]
@@ -86,11 +95,11 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         if not k_values:
             who = "customers with a completed order" if cfg.buyers_only else "customers"
             return StageResult(STAGE, skipped=f"{n} {who} at {as_of}: too few for segment.k_min={cfg.k_min} clusters")
-        left_out = redundant_features(clustered, cfg.features)
+        left_out = redundant_features(clustered, [*cfg.features, *attributes])
         notes = tuple(f"segment.features: {c} {why}: left out of the clustering" for c, why in left_out.items())
         for note in notes:
             log.warning("[segment] %s", note)
-        features = [c for c in cfg.features if c not in left_out]
+        features = [c for c in (*cfg.features, *attributes) if c not in left_out]
         if not features:
             return StageResult(STAGE, notes=notes, skipped="no segment.features column varies between customers")
         log.info("[segment] %s customers as of %s; trying %s k=%s..%s on %s",
@@ -140,7 +149,8 @@ def _fit(
 ) -> _Fit:
     """Preprocess once, choose k, assign clusters and name them from their profiles."""
     log_features = [c for c in cfg.log_features if c in features]
-    preprocessing = Pipeline(stages=preprocessing_stages(features=features, log_features=log_features))
+    impute = [c for c in features if c.startswith(ATTRIBUTE_PREFIX)]
+    preprocessing = Pipeline(stages=preprocessing_stages(features=features, log_features=log_features, impute=impute))
     fitted = preprocessing.fit(clustered)
     # One partition per 50,000 customers: every k-means iteration is a job with a task per partition.
     prepared = sized(fitted.transform(clustered), rows).cache()

@@ -26,7 +26,7 @@ so are web events, interactions and feedback of customers outside the universe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Protocol
 
@@ -458,3 +458,41 @@ def customer_features(
 def conform(frame: DataFrame) -> DataFrame:
     """Select and cast to the ``gold.customer_features`` schema (order and types)."""
     return CUSTOMER_FEATURES.conform(frame)
+
+
+# -- customer attributes ------------------------------------------------------------------
+ATTRIBUTE_PREFIX = "attr_"
+
+
+def with_attributes(rows: DataFrame, attributes: DataFrame | None, kinds: Mapping[str, str]) -> DataFrame:
+    """``rows`` (keyed by customer_id, as_of_date) + ``attr_<name>`` per attribute in ``kinds``:
+    the value of the customer's latest snapshot dated on or before the row's as-of date (an
+    attribute a customer has no snapshot of, or no attributes table at all: null, imputed by the
+    model). Numeric -> double, boolean -> 0/1, date -> days before the as-of date, categorical ->
+    text. One aggregation over the attribute rows of the customers in ``rows``.
+    """
+    if not kinds:
+        return rows
+    if attributes is None:
+        return rows.select("*", *(
+            F.lit(None).cast("string" if k == "categorical" else "double").alias(f"{ATTRIBUTE_PREFIX}{n}")
+            for n, k in kinds.items()
+        ))
+    known = rows.select(*_KEY).join(
+        attributes.where(F.col("attribute").isin(*kinds)).select(
+            "customer_id", "snapshot_date", "attribute", "value_number", "value_text", "value_boolean", "value_date"
+        ),
+        "customer_id",
+    ).where(F.col("snapshot_date") <= F.col("as_of_date"))
+    values = {
+        "numeric": F.col("value_number"),
+        "boolean": F.col("value_boolean").cast("double"),
+        "date": F.datediff(F.col("as_of_date"), F.col("value_date")).cast("double"),
+        "categorical": F.col("value_text"),
+    }
+    latest = [
+        F.max_by(F.when(F.col("attribute") == n, values[k]), F.when(F.col("attribute") == n, F.col("snapshot_date")))
+        .alias(f"{ATTRIBUTE_PREFIX}{n}")
+        for n, k in kinds.items()
+    ]
+    return rows.join(known.groupBy(*_KEY).agg(*latest), list(_KEY), "left")

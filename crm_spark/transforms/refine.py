@@ -25,6 +25,7 @@ from crm_spark.contracts import Field
 from crm_spark.contracts.silver import silver as contract
 
 REASONS = "_dq_reasons"
+ATTRIBUTES = "customer_attributes"
 RAW = "_raw"
 SOURCE_HASH = "_source_hash"  # of the whole source line (every column the file has, mapped or not)
 CORRUPT = "_corrupt_record"
@@ -46,6 +47,7 @@ def conform(
     collapse: bool = False,
     timestamp_formats: Sequence[str] = (),
     dropped: Observation | None = None,
+    attributes: Sequence[str] = (),
 ) -> DataFrame:
     """Map a bronze frame (their columns) onto the target's raw columns, all strings.
 
@@ -55,6 +57,9 @@ def conform(
     dates and times by the instant they parse to with ``timestamp_formats`` (so the earliest
     date whatever its spelling), everything else as text. ``dropped``, if given, observes how many
     rows ``filter_expr`` saw (``seen``) and dropped (``rows``: false or null) when the frame is computed.
+
+    ``customer_attributes`` turns each source row into one row per name in ``attributes``
+    (``attribute``, and ``value`` from ``columns[name]`` or the same-named source column).
     """
     df = bronze
     if explode:
@@ -64,6 +69,8 @@ def conform(
         if dropped is not None:
             df = df.observe(dropped, F.count_if(~kept).alias("rows"), F.count(F.lit(1)).alias("seen"))
         df = df.filter(kept)
+    if target == ATTRIBUTES:
+        df, columns = _unpivot_attributes(df, columns, attributes)
     wanted = raw_columns(target)
     cols = []
     for name in wanted:
@@ -86,6 +93,20 @@ def conform(
         w = Window.partitionBy(*spec.keys).orderBy(*(c.asc_nulls_last() for c in order))
         out = out.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
     return out
+
+
+def _unpivot_attributes(
+    df: DataFrame, columns: Mapping[str, str], attributes: Sequence[str]
+) -> tuple[DataFrame, dict[str, str]]:
+    """One row per source row and attribute: ``_attr.attribute`` and ``_attr.value`` (a string)."""
+    if not attributes:
+        raise ValueError("customer_attributes needs the attribute names (config: attributes)")
+    pairs = F.array(*(
+        F.struct(F.lit(n).alias("attribute"), F.expr(columns.get(n, _quoted(n))).cast("string").alias("value"))
+        for n in attributes
+    ))
+    rest = {k: v for k, v in columns.items() if k not in attributes}
+    return df.select("*", F.explode(pairs).alias("_attr")), {**rest, "attribute": "_attr.attribute", "value": "_attr.value"}
 
 
 SOURCE_METADATA = frozenset({CORRUPT, "_source_file", "_ingest_batch_id", "_ingested_at"})
@@ -171,8 +192,13 @@ def validate(
     timestamp_formats: Sequence[str],
     defaults: Mapping[str, str] | None = None,
     country_aliases: Mapping[str, str] | None = None,
+    attribute_kinds: Mapping[str, str] | None = None,
 ) -> DataFrame:
     """Typed target columns + ``_dq_reasons`` (empty array = accepted). One row per input row.
+
+    ``customer_attributes`` rows also get ``kind`` and their value parsed into the column of its
+    kind (``attribute_kinds``: name -> numeric | categorical | boolean | date); a present value
+    that does not parse as its kind is ``bad_value``.
 
     Each field is parsed once, in a first projection; the reasons are computed from the parsed
     columns in a second one. (Written as one projection, every reason would repeat its field's
@@ -207,11 +233,35 @@ def validate(
             reasons.append(F.when(value.isNotNull() & below, F.lit(f"out_of_range_{f.name}")))
         if f.high is not None:
             reasons.append(F.when(value.isNotNull() & (value > F.lit(f.high)), F.lit(f"out_of_range_{f.name}")))
+    extra: list[Column] = []
+    if target == ATTRIBUTES:
+        typed, extra = _typed_attributes(typed, attribute_kinds or {}, timestamp_formats)
+        reasons.append(F.when(F.col("value").isNotNull() & F.col("_unparsed"), F.lit("bad_value")))
     # keep one copy of each code, in a stable order
     codes = F.array_sort(F.array_distinct(F.array_compact(F.array(*reasons))))
     return typed.select(
-        *(F.col(f.name) for f in spec.fields), *passthrough, F.col(RAW), codes.alias(REASONS)
+        *(F.col(f.name) for f in spec.fields), *extra, *passthrough, F.col(RAW), codes.alias(REASONS)
     )
+
+
+def _typed_attributes(
+    typed: DataFrame, kinds: Mapping[str, str], timestamp_formats: Sequence[str]
+) -> tuple[DataFrame, list[Column]]:
+    """``kind`` and ``value_<kind>`` columns of attribute rows, and ``_unparsed`` (value given,
+    no parse for its kind; an undeclared attribute has no kind and never parses)."""
+    if not kinds:
+        raise ValueError("customer_attributes needs the attribute kinds (config: attributes)")
+    kind = F.create_map(*(F.lit(x) for pair in kinds.items() for x in pair))[F.col("attribute")]
+    value = F.col("value")
+    parsed = {
+        "value_number": F.when(kind == "numeric", parse_number(value, "double")),
+        "value_text": F.when(kind == "categorical", value),
+        "value_boolean": F.when(kind == "boolean", parse_bool(value)),
+        "value_date": F.when(kind == "date", F.to_date(parse_timestamp(value, timestamp_formats))),
+    }
+    out = typed.select("*", kind.alias("kind"), *(expr.alias(name) for name, expr in parsed.items()))
+    unparsed = reduce(lambda a, b: a & b, (F.col(n).isNull() for n in parsed))
+    return out.withColumn("_unparsed", unparsed), [F.col("kind"), *(F.col(n) for n in parsed)]
 
 
 def _spark_type(kind: str) -> str:
@@ -374,8 +424,9 @@ def redact_quarantine(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
         df = df.withColumn(CORRUPT, F.when(F.col(CORRUPT).isNotNull(), F.concat(F.lit("pseudo:"), hmac_sha256_hex(key, F.col(CORRUPT)))))
     else:
         df = df.withColumn(CORRUPT, mask_contacts(F.col(CORRUPT)))
-    if "text" in df.columns:
-        df = df.withColumn("text", mask_contacts(F.col("text")))
+    for col in ("text", "value"):  # feedback text; an attribute's raw value
+        if col in df.columns:
+            df = df.withColumn(col, mask_contacts(F.col(col)))
     return df
 
 
@@ -393,6 +444,8 @@ def to_silver(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
         )
     elif target == "feedback":
         df = df.withColumn("text", mask_contacts(F.col("text")))
+    elif target == ATTRIBUTES:
+        df = df.withColumn("value_text", mask_contacts(F.col("value_text")))
     # exactly the contract of silver.<target> (e.g. the bronze batch id is a long, silver's a string)
     return df.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in contract(target).schema.fields))
 
