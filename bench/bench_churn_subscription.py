@@ -6,7 +6,8 @@ Bayes-optimal ROC-AUC), runs ingest -> refine -> features -> churn with
 stratified 20 % holdout) in one Spark session, then fits scikit-learn's LogisticRegression and
 HistGradientBoostingClassifier on exactly the training rows the stage wrote to
 ``gold.churn_training`` (the same 14 attributes: one-hot categoricals, 0/1 flags, numerics
-median-imputed and scaled) and scores the same holdout rows. Prints ROC-AUC and seconds of each,
+median-imputed and scaled; the stage also sees ``tenure_days``, the same tenure in days from the
+signup date) and scores the same holdout rows. Prints ROC-AUC and seconds of each,
 with the Bayes ROC-AUC of the holdout, and saves JSON with the machine.
 
     .venv/bin/python bench/bench_churn_subscription.py                   # 5,000 customers

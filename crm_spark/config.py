@@ -200,11 +200,14 @@ _DEFAULT_RISK_BANDS = (
 
 
 class ChurnSettings(_Section):
-    """Churn model (stage ``churn``): labels, tuning, challenger, promotion, threshold, risk bands.
+    """Churn model (stage ``churn``): labels, evaluation, tuning, challenger, promotion, threshold, risk bands.
 
-    For a scoring date D the model is evaluated at T' = D - ``eval_offset_days`` (labels known up
-    to D) and trained at T = T' - ``train_offset_days``; both offsets default to ``horizon_days``
-    and may not be shorter, so no label window reaches past D and the training labels end by T'.
+    ``evaluation: time``: for a scoring date D the model is evaluated at T' = D -
+    ``eval_offset_days`` (labels known up to D) and trained at T = T' - ``train_offset_days``; both
+    offsets default to ``horizon_days`` and may not be shorter, so no label window reaches past D
+    and the training labels end by T'. ``evaluation: snapshot``: one labelled date (D for the
+    user's labels, D - ``eval_offset_days`` for computed ones) whose customers are split by a
+    seeded hash into training and a holdout of about ``holdout_share`` of each class.
     """
 
     horizon_days: int = Field(default=90, ge=1, description="churned = no completed order in (as_of, as_of + horizon]")
@@ -368,6 +371,10 @@ SILVER_TARGETS = (
 )
 AttributeKind = Literal["numeric", "categorical", "boolean", "date"]
 _ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# The columns of silver.customer_attributes a mapping may name besides the declared attributes,
+# and the names an attribute may not take (they are the table's own columns).
+ATTRIBUTE_KEYS = ("customer_id", "snapshot_date")
+_RESERVED_ATTRIBUTE_NAMES = (*ATTRIBUTE_KEYS, "attribute", "value", "kind")
 
 
 class TargetMapping(_Section):
@@ -481,15 +488,26 @@ class Settings(_Section):
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     churn: ChurnSettings = Field(default_factory=ChurnSettings)
 
+    def feeding(self, target: str) -> list[str]:
+        """The enabled sources that feed ``silver.<target>``."""
+        return [n for n, s in self.sources.items() if s.enabled and target in s.targets]
+
     @model_validator(mode="after")
     def _attributes(self) -> Settings:
-        bad = [n for n in self.attributes if not _ATTRIBUTE_NAME.match(n)]
+        bad = [n for n in self.attributes if not _ATTRIBUTE_NAME.match(n) or n in _RESERVED_ATTRIBUTE_NAMES]
         if bad:
-            raise ValueError(f"attribute names {bad} must be lower-case identifiers (a-z, 0-9, _; a letter first)")
-        feeding = [n for n, s in self.sources.items() if "customer_attributes" in s.targets]
+            raise ValueError(f"attribute names {bad} must be lower-case identifiers (a-z, 0-9, _; a letter first) "
+                             f"other than {', '.join(_RESERVED_ATTRIBUTE_NAMES)}")
+        feeding = self.feeding("customer_attributes")
         if feeding and not self.attributes:
             raise ValueError(f"sources {feeding} feed customer_attributes but no attributes are declared "
                              "(attributes: {name: numeric | categorical | boolean | date})")
+        for name in feeding:
+            mapped = self.sources[name].targets["customer_attributes"].columns
+            stray = [k for k in mapped if k not in ATTRIBUTE_KEYS and k not in self.attributes]
+            if stray:
+                raise ValueError(f"sources.{name}.targets.customer_attributes.columns {stray} are not declared under "
+                                 f"attributes ({', '.join(self.attributes)})")
         for key, wanted in (("churn.attributes", self.churn.attributes or ()), ("segment.attributes", self.segment.attributes)):
             unknown = [a for a in wanted if a not in self.attributes]
             if unknown:

@@ -33,6 +33,7 @@ from crm_spark.config import ChurnSettings, PathsSettings, Settings
 from crm_spark.errors import SourceError
 from crm_spark.lake import Lake, open_lake
 from crm_spark.ml import churn as ml
+from crm_spark.ml import redundant_features
 from crm_spark.contracts import table
 from crm_spark.stages import StageContext, run_stage
 from crm_spark.stages import churn as stage
@@ -143,20 +144,25 @@ def test_undated_labels_at_two_dates_are_the_same_label_dated_ones_are_not(spark
     assert ml.shared_labels(train, evaluate) == 1  # "u": one undated label on both sides
 
 
-def test_stratified_holdout_takes_the_share_of_each_class_by_seed(spark: SparkSession) -> None:
-    rows = spark.createDataFrame([(f"c{i:03d}", int(i < 30)) for i in range(100)], "customer_id string, churned int")
+def test_holdout_takes_about_the_share_of_each_class_and_keeps_each_customer_on_its_side(spark: SparkSession) -> None:
+    rows = spark.createDataFrame([(f"c{i:04d}", int(i < 600)) for i in range(2000)], "customer_id string, churned int")
     split = ml.stratified_holdout(rows, share=0.2, seed=3).toPandas()
     held = split[split["split"] == "eval"]
-    assert (held["churned"] == 1).sum() == 6 and (held["churned"] == 0).sum() == 14
-    again = ml.stratified_holdout(rows, share=0.2, seed=3).toPandas()
-    other = ml.stratified_holdout(rows, share=0.2, seed=4).toPandas()
+    for label, n in ((1, 600), (0, 1400)):
+        assert abs((held["churned"] == label).sum() / n - 0.2) < 0.04
+    # the same customers whatever else is in the data: a later export with more customers and
+    # changed labels holds out the same ones of those it shares
+    later = spark.createDataFrame([(f"c{i:04d}", int(i % 3 == 0)) for i in range(3000)], "customer_id string, churned int")
+    again = ml.stratified_holdout(later, share=0.2, seed=3).toPandas()
+    again = again[again["customer_id"].isin(split["customer_id"])]
     assert set(again[again["split"] == "eval"]["customer_id"]) == set(held["customer_id"])
+    other = ml.stratified_holdout(rows, share=0.2, seed=4).toPandas()
     assert set(other[other["split"] == "eval"]["customer_id"]) != set(held["customer_id"])
 
 
 def test_attributes_come_from_the_latest_snapshot_on_or_before_the_date(spark: SparkSession) -> None:
     march, april, may = date(2024, 3, 1), date(2024, 4, 1), date(2024, 5, 1)
-    rows = spark.createDataFrame([("a", T), ("b", T), ("c", T)], "customer_id string, as_of_date date")
+    rows = spark.createDataFrame([("a", T), ("b", T), ("c", T), ("a", date(2024, 4, 15))], "customer_id string, as_of_date date")
     attrs = spark.createDataFrame(
         [
             ("a", march, "plan", "categorical", None, "basic", None, None),
@@ -171,7 +177,10 @@ def test_attributes_come_from_the_latest_snapshot_on_or_before_the_date(spark: S
         "value_text string, value_boolean boolean, value_date date",
     )
     kinds = {"plan": "categorical", "charges": "numeric", "paperless": "boolean", "renewal": "date"}
-    got = {r["customer_id"]: r for r in with_attributes(rows, attrs, kinds).collect()}
+    result = with_attributes(rows, attrs, kinds)
+    later = result.where(F.col("as_of_date") == date(2024, 4, 15)).first()
+    assert (later["attr_plan"], later["attr_charges"], later["attr_renewal"]) == ("premium", 20.0, 25.0)  # April's plan
+    got = {r["customer_id"]: r for r in result.where(F.col("as_of_date") == T).collect()}
     assert (got["a"]["attr_plan"], got["a"]["attr_charges"], got["a"]["attr_paperless"], got["a"]["attr_renewal"]) == (
         "basic", 20.0, 1.0, 10.0)
     assert all(got[c][f"attr_{n}"] is None for c in ("b", "c") for n in kinds)
@@ -179,10 +188,15 @@ def test_attributes_come_from_the_latest_snapshot_on_or_before_the_date(spark: S
     assert columns.categorical == ("attr_plan",) and set(columns.numeric) == {"attr_charges", "attr_paperless", "attr_renewal"}
 
 
-def test_constant_columns_include_all_null_and_single_valued_ones(spark: SparkSession) -> None:
-    frame = spark.createDataFrame([(1, "x", None, 1.0, None), (1, "y", None, 1.0, "k"), (1, "x", None, 1.0, None)],
-                                  "one int, two string, none double, same double, some string")
-    assert ml.constant_columns(frame, ["one", "two", "none", "same", "some"]) == ["one", "none", "same"]
+def test_redundant_columns_are_constant_or_equal_to_an_earlier_one_of_their_type(spark: SparkSession) -> None:
+    frame = spark.createDataFrame(
+        [(1, "x", None, 1.0, None, 3.0, "3.0"), (1, "y", None, 2.0, "k", 4.0, "4.0"), (1, "x", None, 1.0, None, 3.0, "3.0")],
+        "one int, two string, none double, tenure double, some string, copy double, text string",
+    )
+    got = redundant_features(frame, ["one", "two", "none", "tenure", "some", "copy", "text"])
+    assert got == {"one": "has the same value for every customer", "none": "has the same value for every customer"}
+    twins = spark.createDataFrame([(1.0, 1.0), (2.0, 2.0)], "a double, b double")
+    assert redundant_features(twins, ["a", "b"]) == {"b": "equals a for every customer"}
 
 
 def test_threshold_given_from_training_rows_is_the_one_reported(spark: SparkSession) -> None:
@@ -420,6 +434,20 @@ def test_first_model_becomes_champion(trained) -> None:
     assert decision["champion_version"] is None and decision["promoted"]
     assert first.outcome.champion_version == decision["version"]
     assert first.outcome.metrics["logistic_regression"]["roc_auc"] > 0.9
+
+
+@pytest.mark.slow
+def test_reported_threshold_is_picked_on_the_training_rows(
+    trained, spark: SparkSession, stage_settings: Settings, lake: Lake
+) -> None:
+    first, _ = trained
+    version, model = _ctx(spark, stage_settings, lake, GOOD).tracker.model_by_alias(stage.MODEL_NAME, stage.CHAMPION)
+    assert version == first.outcome.champion_version
+    rows = lake.read(stage.TRAINING, partition={"run_as_of_date": D})
+    train = rows.where(F.col("split") == "train").drop("split")
+    on_train = ml.pick_threshold(ml.score(model, train), bins=GOOD.threshold_bins, rule=GOOD.threshold_rule,
+                                 target_recall=GOOD.target_recall)
+    assert first.outcome.metrics["logistic_regression"]["threshold"] == pytest.approx(on_train)
 
 
 @pytest.mark.slow

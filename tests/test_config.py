@@ -286,3 +286,35 @@ def test_config_keys_naming_real_columns_load(tmp_path: Path) -> None:
     settings = load_settings(config_file=conf / "dev.yaml", environ={})
     assert settings.refine.missing == {"orders.channel": "web"}
     assert settings.segment.features == ("recency_days", "monetary")
+
+
+# -- customer attributes ---------------------------------------------------------------------
+_FEED = "sources:\n  s:\n    path: s\n    targets:\n      customer_attributes:\n        columns: {customer_id: id, snapshot_date: day, %s}\n"
+
+
+@pytest.mark.parametrize(
+    ("overlay", "hint"),
+    [
+        ("attributes: {Plan: categorical}\n", "attribute names ['Plan'] must be lower-case identifiers"),
+        ("attributes: {value: numeric}\n", "attribute names ['value'] must be"),
+        ("attributes: {plan: text}\n", "'attributes.plan'"),
+        (_FEED % "plan: Plan", "feed customer_attributes but no attributes are declared"),
+        ("attributes: {plan: categorical}\n" + _FEED % "plna: Plan",
+         "sources.s.targets.customer_attributes.columns ['plna'] are not declared under attributes (plan)"),
+        ("attributes: {plan: categorical}\nchurn: {attributes: [plam]}\n", "churn.attributes ['plam'] are not declared"),
+        ("attributes: {plan: categorical}\nsegment: {attributes: [plan]}\n", "segment.attributes ['plan'] are categorical"),
+    ],
+)
+def test_attribute_config_mistakes_are_one_line_errors(tmp_path: Path, overlay: str, hint: str) -> None:
+    conf = project(tmp_path, dev=overlay)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=conf / "dev.yaml", environ={})
+    assert hint in one_line(caught)
+
+
+def test_declared_attributes_load_with_their_kinds(tmp_path: Path) -> None:
+    conf = project(tmp_path, dev="attributes: {plan: categorical, charges: numeric}\nchurn: {attributes: [charges]}\n"
+                   + _FEED % "plan: Plan")
+    settings = load_settings(config_file=conf / "dev.yaml", environ={})
+    assert settings.attributes == {"plan": "categorical", "charges": "numeric"}
+    assert settings.model_attributes() == {"charges": "numeric"} and settings.feeding("customer_attributes") == ["s"]

@@ -26,7 +26,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from crm_spark.config import PathsSettings, Settings
 from crm_spark.lake import open_lake
-from crm_spark.ml import segment_figures
+from crm_spark.ml import redundant_features, segment_figures
 from crm_spark.ml.segment import (
     CLUSTER,
     DISTANCE,
@@ -38,7 +38,6 @@ from crm_spark.ml.segment import (
     clustering_metrics,
     euclidean_silhouette,
     name_segments,
-    redundant_features,
     preprocessing_stages,
     profile_ratios,
     segment_name,

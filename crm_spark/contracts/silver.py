@@ -155,7 +155,6 @@ CHURN_LABELS = _silver(
     doc="a user-provided churn label per customer (bring-your-own data, e.g. a subscription table)",
 )
 
-ATTRIBUTE_KINDS = ("numeric", "categorical", "boolean", "date")
 CUSTOMER_ATTRIBUTES = _silver(
     "customer_attributes",
     # One row per customer, snapshot date and attribute (config ``attributes``: name -> kind); the

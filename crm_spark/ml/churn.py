@@ -4,7 +4,8 @@ the champion rule and per-customer explanations.
 Vocabulary. An *as-of date* X is the date of a ``gold.customer_features`` row: its features use
 data on or before X only. The *label* of that row looks forward: ``churned = 1`` when the
 customer placed no completed order in (X, X + horizon] (or, for a customer table that carries
-its own label, what ``silver.churn_labels`` says for a label dated in that window). A *scored*
+its own label, what ``silver.churn_labels`` says for a label dated in that window, or in
+[X, X + horizon] when the label describes the snapshot X itself). A *scored*
 frame holds ``churned`` and ``churn_probability`` per customer.
 
 Model. One preprocessing for every classifier: median imputation of the numeric features,
@@ -92,33 +93,20 @@ def combined(*groups: FeatureColumns, without: Sequence[str] = ()) -> FeatureCol
     return FeatureColumns(numeric=keep("numeric"), categorical=keep("categorical"), boolean=keep("boolean"))
 
 
-def constant_columns(frame: DataFrame, columns: Sequence[str]) -> list[str]:
-    """The columns of ``columns`` holding one value on every row of ``frame`` (all null counts
-    as one value): they cannot help a model. One aggregation."""
-    if not columns:
-        return []
-    aggs = [F.count(F.lit(1)).alias("_rows")]
-    for i, c in enumerate(columns):
-        aggs += [F.count(F.col(c)).alias(f"n{i}"), F.min(F.col(c)).alias(f"lo{i}"), F.max(F.col(c)).alias(f"hi{i}")]
-    row = frame.agg(*aggs).first()
-    out = []
-    for i, c in enumerate(columns):
-        present = int(row[f"n{i}"])
-        if present == 0 or (present == row["_rows"] and row[f"lo{i}"] == row[f"hi{i}"]):
-            out.append(c)
-    return out
-
-
 def stratified_holdout(labeled: DataFrame, *, share: float, seed: int) -> DataFrame:
-    """``labeled`` + ``split``: ``eval`` for round(share x n) customers of each class, drawn by a
-    seeded hash of the customer id (the same customers for the same seed and rows), else ``train``."""
+    """``labeled`` + ``split``: ``eval`` for the customers whose seeded hash of the id falls in the
+    lowest ``share`` of its range, else ``train``. Each customer's side depends on its id and the
+    seed only, never on who else is in the data, so a later run with the same seed and share
+    holds out the same customers (the champion's training customers stay out of its holdout);
+    each class is held out at about ``share`` (a uniform draw per customer, independent of the label)."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"holdout share must lie in (0, 1), got {share}")
-    draw = F.xxhash64(F.col("customer_id"), F.lit(seed))
-    rank = F.row_number().over(Window.partitionBy(LABEL).orderBy(draw, F.col("customer_id")))
-    size = F.count(F.lit(1)).over(Window.partitionBy(LABEL))
-    held = rank <= F.round(size * F.lit(share))
+    draw = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(seed)), F.lit(_HOLDOUT_GRID))
+    held = draw < F.lit(int(round(share * _HOLDOUT_GRID)))
     return labeled.withColumn("split", F.when(held, F.lit("eval")).otherwise(F.lit("train")))
+
+
+_HOLDOUT_GRID = 1_000_000
 
 
 def shared_labels(train: DataFrame, evaluate: DataFrame) -> int:
@@ -185,7 +173,6 @@ def computed_labels(
         features.join(retained, list(KEY), "left")
         .withColumn(LABEL_END, F.date_add(F.col("as_of_date"), horizon_days))
         .withColumn(LABEL, F.when(F.col("_retained"), F.lit(0)).otherwise(F.lit(1)))
-        .withColumn(LABEL_KEY, F.col(LABEL_END).cast("string"))
         .drop("_retained")
     )
 

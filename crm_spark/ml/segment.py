@@ -204,32 +204,6 @@ def clustering_metrics(predicted: DataFrame, *, moments: Sequence[Any] | None = 
     }
 
 
-def redundant_features(frame: DataFrame, features: Sequence[str]) -> dict[str, str]:
-    """Features that cannot help a clustering of ``frame``, each with why (one Spark job).
-
-    A column with one value for every row (null counts as a value) adds nothing after scaling; a
-    column equal to an earlier one on every row weighs that feature twice (without web events
-    ``days_since_last_visit`` is ``tenure_days`` for every customer). The earlier of two equal
-    columns is kept.
-    """
-    features = list(dict.fromkeys(features))
-    aggs = [F.count_distinct(F.col(c)).alias(f"n_{i}") for i, c in enumerate(features)]
-    aggs += [F.max(F.col(c).isNull().cast("int")).alias(f"null_{i}") for i, c in enumerate(features)]
-    pairs = [(i, j) for j in range(len(features)) for i in range(j)]
-    aggs += [F.sum(F.when(F.col(features[i]).eqNullSafe(F.col(features[j])), 0).otherwise(1)).alias(f"d_{i}_{j}")
-             for i, j in pairs]
-    row = frame.agg(*aggs).first()
-    out: dict[str, str] = {}
-    for j, c in enumerate(features):
-        if int(row[f"n_{j}"]) + int(row[f"null_{j}"] or 0) <= 1:
-            out[c] = "has the same value for every customer"
-            continue
-        twin = next((features[i] for i in range(j) if features[i] not in out and int(row[f"d_{i}_{j}"] or 0) == 0), None)
-        if twin is not None:
-            out[c] = f"equals {twin} for every customer"
-    return out
-
-
 def at_most(frame: DataFrame, max_points: int, *, total: int, seed: int) -> DataFrame:
     """``frame`` (``total`` rows) itself, or a seeded random sample of at most ``max_points`` rows."""
     fraction = min(1.0, 1.2 * max_points / max(total, 1))

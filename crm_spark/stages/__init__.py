@@ -234,12 +234,9 @@ def _churn_inputs(settings: Settings) -> list[str]:
 
 def _features_inputs(settings: Settings) -> list[str]:
     """Orders when a source feeds them; else (a customer table with attributes) the customers."""
-    return ["silver.orders" if configured(settings, "orders") else "silver.customers"]
+    return ["silver.orders" if settings.feeding("orders") else "silver.customers"]
 
 
-def configured(settings: Settings, target: str) -> bool:
-    """Whether an enabled source feeds ``silver.<target>``."""
-    return any(s.enabled and target in s.targets for s in settings.sources.values())
 
 
 _SILVER_OPTIONAL = ("silver.customers", "silver.order_items", "silver.products", "silver.web_events",

@@ -50,7 +50,7 @@ from crm_spark.contracts import table
 from crm_spark.errors import SourceError
 from crm_spark.lake import WriteResult
 from crm_spark.ml import churn as ml
-from crm_spark.ml import sized
+from crm_spark.ml import redundant_features, sized
 from crm_spark.stages import StageContext, StageResult
 from crm_spark.transforms.features import with_attributes
 
@@ -164,10 +164,10 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         counts = {"train": ml.label_counts(train), "eval": ml.label_counts(evaluate)}
         _check_classes(counts, dates, cfg)
         if cfg.label_source == "column":  # computed labels at T and T' look at disjoint windows (offsets >= horizon)
-            _check_overlap(train, evaluate, counts, cfg)
+            _check_overlap(train, evaluate, counts)
         columns, left_out = _model_columns(train, kinds)
         if left_out:
-            notes.append(f"left out of the model (one value on every training row): {', '.join(left_out)}")
+            notes.append("left out of the model: " + "; ".join(f"{c} {why}" for c, why in left_out.items()))
             log.info("[churn] %s", notes[-1])
         training_write = _write_training(ctx, train, evaluate, dates=dates, cfg=cfg)
 
@@ -220,7 +220,14 @@ def score(ctx: StageContext, as_of: date) -> StageResult:
     tracker = ctx.tracker
     with tracker.start_run(STAGE, as_of=as_of, inputs=ctx.input_versions(), params=params) as active:
         tracker.set_tags({"crm_spark.churn.mode": "score", "crm_spark.churn.model_version": version})
-        write, summary = _publish_scores(ctx, model, version, features, attributes, as_of=as_of)
+        try:
+            write, summary = _publish_scores(ctx, model, version, features, attributes, as_of=as_of)
+        except (AnalysisException, IllegalArgumentException) as exc:  # a column the champion learnt from is gone
+            raise SourceError(
+                f"{MODEL_NAME} version {version} ({CHAMPION}) cannot score {FEATURES} as of {as_of}: "
+                f"{str(exc).strip().splitlines()[0][:200]}; train a new model (`crm-spark churn`) after changing "
+                f"features or churn.attributes"
+            ) from None
         tracker.log_json(ctx.quality_summary(), "quality_scores.json")
         tracker.log_metrics({**ml.prefixed("scores", summary), "scores.table_version": float(write.version)})
         run_id = str(active.info.run_id)
@@ -259,21 +266,24 @@ def _attributes(ctx: StageContext) -> DataFrame | None:
     return ctx.read(ATTRIBUTES)
 
 
-def _model_columns(train: DataFrame, kinds: dict[str, str]) -> tuple[ml.FeatureColumns, list[str]]:
-    """The behaviour features and configured attributes, without those constant on the training
-    rows (a customer table without orders has no behaviour to learn from)."""
+def _model_columns(train: DataFrame, kinds: dict[str, str]) -> tuple[ml.FeatureColumns, dict[str, str]]:
+    """The behaviour features and configured attributes, without those that cannot help on the
+    training rows (one value for everyone, or a copy of an earlier column: a customer table without
+    orders has no behaviour to learn from, and its recency repeats its tenure), each with why."""
     candidates = ml.combined(ml.feature_columns(), ml.attribute_columns(kinds))
-    constant = ml.constant_columns(train, candidates.all)
-    columns = ml.combined(candidates, without=constant)
+    # Of equal columns the first is kept: without orders (or web events) recency and the last
+    # visit repeat the tenure, and the tenure is what they then mean.
+    left_out = redundant_features(train, sorted(candidates.all, key=lambda c: c != "tenure_days"))
+    columns = ml.combined(candidates, without=list(left_out))
     if not columns.all:
         raise SourceError(
             "every feature has one value on every training row: nothing to learn from (configure attributes, "
             "or check that silver.orders feeds gold.customer_features)"
         )
-    return columns, constant
+    return columns, left_out
 
 
-def _check_overlap(train: DataFrame, evaluate: DataFrame, counts: dict[str, dict[str, float]], cfg: ChurnSettings) -> None:
+def _check_overlap(train: DataFrame, evaluate: DataFrame, counts: dict[str, dict[str, float]]) -> None:
     """Refuse an evaluation whose rows carry the same labels as training rows (undated labels in ``time`` mode)."""
     shared = ml.shared_labels(train, evaluate)
     if shared:

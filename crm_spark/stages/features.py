@@ -9,11 +9,12 @@ partitions another stage needs, e.g. churn's training and evaluation dates).
 
 ``silver.orders`` is required when a source feeds it (the runner skips the stage without it);
 a configuration without orders (a subscription customer table) needs ``silver.customers``
-instead, and its as-of date defaults to the latest ``silver.customer_attributes`` snapshot.
-Every other input is optional (bring-your-own data may have only orders and items): a missing
-table counts as empty, so its features take their no-activity values (behaviour features of a
-customer table without orders are constant; the churn model leaves constant columns out), and
-the result carries a note saying so.
+instead, and, while the lake holds no ``silver.orders``, its as-of date defaults to the latest
+``silver.customer_attributes`` snapshot. Every other input is optional (bring-your-own data may
+have only orders and items): a missing table counts as empty, so its features take their
+no-activity values (behaviour features of a customer table without orders are constant or
+repeat its tenure; the churn model and segment leave such columns out), and the result carries
+a note saying so.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def run(ctx: StageContext) -> StageResult:
     batches: dict[str, dict[int, BatchCounts]] = {}
     filtered: dict[str, int] = {}
     for target in TARGET_ORDER:
-        feeding = [(n, s, s.targets[target]) for n, s in ctx.settings.sources.items() if s.enabled and target in s.targets]
+        feeding = [(n, ctx.settings.sources[n], ctx.settings.sources[n].targets[target]) for n in ctx.settings.feeding(target)]
         if not feeding:
             if target not in ("churn_labels", "customer_attributes"):  # bring-your-own tables only
                 notes.append(f"silver.{target}: no source is configured for it, skipped")
@@ -127,7 +127,7 @@ def refine_pair(
             bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
             collapse=mapping.collapse, timestamp_formats=formats, dropped=observed, attributes=tuple(settings.attributes),
         )
-    except AnalysisException as exc:  # a mapping naming a column the files lack, or bad SQL
+    except (AnalysisException, ValueError) as exc:  # a mapping naming a column the files lack, or bad SQL
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise SourceError(
             f"sources.{name}.targets.{target}: the mapping does not fit bronze.{name} "

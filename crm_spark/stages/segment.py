@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from crm_spark.config import SegmentSettings
-from crm_spark.ml import sized
+from crm_spark.ml import redundant_features, sized
 from crm_spark.ml import segment_figures as figures
 from crm_spark.ml.segment import (
     CLUSTER,
@@ -39,7 +39,6 @@ from crm_spark.ml.segment import (
     assign_clusters,
     euclidean_silhouette,
     name_segments,
-    redundant_features,
     pipeline_model,
     preprocessing_stages,
     profile_rows,

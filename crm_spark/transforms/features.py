@@ -467,9 +467,10 @@ ATTRIBUTE_PREFIX = "attr_"
 def with_attributes(rows: DataFrame, attributes: DataFrame | None, kinds: Mapping[str, str]) -> DataFrame:
     """``rows`` (keyed by customer_id, as_of_date) + ``attr_<name>`` per attribute in ``kinds``:
     the value of the customer's latest snapshot dated on or before the row's as-of date (an
-    attribute a customer has no snapshot of, or no attributes table at all: null, imputed by the
-    model). Numeric -> double, boolean -> 0/1, date -> days before the as-of date, categorical ->
-    text. One aggregation over the attribute rows of the customers in ``rows``.
+    attribute a customer has no snapshot of, or no attributes table at all: null; the churn model
+    imputes a missing number with the median and gives a missing category a slot of its own).
+    Numeric -> double, boolean -> 0/1, date -> days before the as-of date, categorical -> text.
+    One aggregation over the attribute rows of the customers in ``rows``.
     """
     if not kinds:
         return rows

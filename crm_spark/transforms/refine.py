@@ -98,12 +98,15 @@ def conform(
 def _unpivot_attributes(
     df: DataFrame, columns: Mapping[str, str], attributes: Sequence[str]
 ) -> tuple[DataFrame, dict[str, str]]:
-    """One row per source row and attribute: ``_attr.attribute`` and ``_attr.value`` (a string)."""
-    if not attributes:
-        raise ValueError("customer_attributes needs the attribute names (config: attributes)")
+    """One row per source row and attribute the source has (named in ``columns``, else a source
+    column of the same name): ``_attr.attribute`` and ``_attr.value`` (a string). Several sources
+    may each feed some of the attributes."""
+    present = [n for n in attributes if n in columns or n in df.columns]
+    if not present:
+        raise ValueError(f"none of the declared attributes ({', '.join(attributes)}) is mapped or a column of the source")
     pairs = F.array(*(
         F.struct(F.lit(n).alias("attribute"), F.expr(columns.get(n, _quoted(n))).cast("string").alias("value"))
-        for n in attributes
+        for n in present
     ))
     rest = {k: v for k, v in columns.items() if k not in attributes}
     return df.select("*", F.explode(pairs).alias("_attr")), {**rest, "attribute": "_attr.attribute", "value": "_attr.value"}
@@ -244,20 +247,21 @@ def validate(
     )
 
 
+_ATTRIBUTE_FIELD_KINDS = {"numeric": "double", "categorical": "string", "boolean": "bool", "date": "date"}
+
+
 def _typed_attributes(
     typed: DataFrame, kinds: Mapping[str, str], timestamp_formats: Sequence[str]
 ) -> tuple[DataFrame, list[Column]]:
-    """``kind`` and ``value_<kind>`` columns of attribute rows, and ``_unparsed`` (value given,
-    no parse for its kind; an undeclared attribute has no kind and never parses)."""
-    if not kinds:
-        raise ValueError("customer_attributes needs the attribute kinds (config: attributes)")
+    """``kind`` and ``value_<kind>`` columns of attribute rows (each value parsed as a field of its
+    kind would be), and ``_unparsed`` (no parse for its kind; an undeclared attribute has no kind)."""
     kind = F.create_map(*(F.lit(x) for pair in kinds.items() for x in pair))[F.col("attribute")]
     value = F.col("value")
+    targets = {"numeric": "value_number", "categorical": "value_text", "boolean": "value_boolean", "date": "value_date"}
     parsed = {
-        "value_number": F.when(kind == "numeric", parse_number(value, "double")),
-        "value_text": F.when(kind == "categorical", value),
-        "value_boolean": F.when(kind == "boolean", parse_bool(value)),
-        "value_date": F.when(kind == "date", F.to_date(parse_timestamp(value, timestamp_formats))),
+        column: F.when(kind == k, parse_field(Field("value", _ATTRIBUTE_FIELD_KINDS[k]), value,
+                                              timestamp_formats=timestamp_formats))
+        for k, column in targets.items()
     }
     out = typed.select("*", kind.alias("kind"), *(expr.alias(name) for name, expr in parsed.items()))
     unparsed = reduce(lambda a, b: a & b, (F.col(n).isNull() for n in parsed))
