@@ -37,6 +37,7 @@ from crm_spark.ml.segment import (
     cluster_centers,
     clustering_metrics,
     euclidean_silhouette,
+    fit_moments,
     name_segments,
     preprocessing_stages,
     profile_ratios,
@@ -172,6 +173,22 @@ def blobs(spark: SparkSession) -> tuple[DataFrame, list[int]]:
 def _recovered(selection: Any, prepared: DataFrame, truth: list[int]) -> float:
     assigned = {r.id: r[CLUSTER] for r in selection.model.transform(prepared).select("id", CLUSTER).collect()}
     return float(adjusted_rand_score(truth, [assigned[i] for i in range(len(truth))]))
+
+
+@pytest.mark.slow
+def test_moments_of_several_fits_in_one_job_equal_each_fit_measured_alone(blobs: tuple[DataFrame, list[int]]) -> None:
+    from pyspark.ml.clustering import KMeans
+
+    prepared, _ = blobs
+    models = [KMeans(k=k, seed=5, featuresCol=SCALED, predictionCol=CLUSTER, maxIter=20).fit(prepared) for k in (2, 3, 4)]
+    together = fit_moments(prepared, models)
+    assert [len(m) for m in together] == [2, 3, 4]  # one moment row per non-empty cluster
+    for model, moments in zip(models, together, strict=True):
+        predicted = model.transform(prepared)
+        alone = clustering_metrics(predicted)
+        shared = clustering_metrics(predicted, moments=moments)
+        assert shared == pytest.approx(alone)
+        assert shared["cost"] == pytest.approx(model.summary.trainingCost, rel=1e-6)
 
 
 @pytest.mark.slow
