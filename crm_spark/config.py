@@ -221,8 +221,8 @@ class ChurnSettings(_Section):
     )
     evaluation: Literal["time", "snapshot"] = Field(
         default="time",
-        description="time: train at T, evaluate at T', score D; snapshot: one labelled date D, a stratified "
-        "random holdout of its customers for evaluation",
+        description="time: train at T, evaluate at T', score D; snapshot: one labelled date D, a holdout of "
+        "about holdout_share of each class (by a seeded hash of the customer id) for evaluation",
     )
     holdout_share: float = Field(default=0.2, gt=0.0, lt=1.0, description="snapshot: share of each class held out")
     attributes: tuple[str, ...] | None = Field(

@@ -155,6 +155,9 @@ CHURN_LABELS = _silver(
     doc="a user-provided churn label per customer (bring-your-own data, e.g. a subscription table)",
 )
 
+# Where each kind of attribute keeps its value in silver.customer_attributes.
+ATTRIBUTE_VALUE_COLUMNS = {"numeric": "value_number", "categorical": "value_text", "boolean": "value_boolean",
+                           "date": "value_date"}
 CUSTOMER_ATTRIBUTES = _silver(
     "customer_attributes",
     # One row per customer, snapshot date and attribute (config ``attributes``: name -> kind); the

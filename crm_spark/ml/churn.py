@@ -35,7 +35,7 @@ from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from crm_spark.contracts.gold import CUSTOMER_FEATURES_DDL
@@ -93,6 +93,9 @@ def combined(*groups: FeatureColumns, without: Sequence[str] = ()) -> FeatureCol
     return FeatureColumns(numeric=keep("numeric"), categorical=keep("categorical"), boolean=keep("boolean"))
 
 
+_HOLDOUT_GRID = 1_000_000
+
+
 def stratified_holdout(labeled: DataFrame, *, share: float, seed: int) -> DataFrame:
     """``labeled`` + ``split``: ``eval`` for the customers whose seeded hash of the id falls in the
     lowest ``share`` of its range, else ``train``. Each customer's side depends on its id and the
@@ -104,9 +107,6 @@ def stratified_holdout(labeled: DataFrame, *, share: float, seed: int) -> DataFr
     draw = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(seed)), F.lit(_HOLDOUT_GRID))
     held = draw < F.lit(int(round(share * _HOLDOUT_GRID)))
     return labeled.withColumn("split", F.when(held, F.lit("eval")).otherwise(F.lit("train")))
-
-
-_HOLDOUT_GRID = 1_000_000
 
 
 def shared_labels(train: DataFrame, evaluate: DataFrame) -> int:

@@ -237,8 +237,6 @@ def _features_inputs(settings: Settings) -> list[str]:
     return ["silver.orders" if settings.feeding("orders") else "silver.customers"]
 
 
-
-
 _SILVER_OPTIONAL = ("silver.customers", "silver.order_items", "silver.products", "silver.web_events",
                     "silver.social_interactions", "silver.feedback")
 

@@ -6,14 +6,15 @@ Dates (``churn.evaluation``). D is the scoring date (``--as-of``; default the la
 ``churn.eval_offset_days``, whose labels end at D and so are known, and trained at T = T' -
 ``churn.train_offset_days`` (both offsets default to ``churn.horizon_days``). ``snapshot`` (one
 labelled customer table): training and evaluation rows come from one date, D for the user's
-labels, a stratified random holdout (``churn.holdout_share`` of each class, by seed) evaluates.
+labels; a holdout of about ``churn.holdout_share`` of each class, drawn by a seeded hash of the
+customer id (so a customer stays on its side from run to run), evaluates.
 Each date's rows are the customers of ``gold.customer_features`` at that date (buyers only, by
 default) with their label: no completed order in the horizon after the date (``silver.orders``),
 or the user's ``silver.churn_labels`` (``churn.label_source: column``), joined with the
 customer's attributes valid at that date (``silver.customer_attributes``, the latest snapshot on
 or before it; ``churn.attributes`` chooses). Features come from the date's partition, so nothing
-after the date reaches them. Columns with one value on every training row are left out (a note
-says which). An evaluation whose rows carry a training row's label (undated labels in ``time``
+after the date reaches them. Columns with one value on every training row, or equal to an
+earlier column, are left out (a note says which). An evaluation whose rows carry a training row's label (undated labels in ``time``
 mode) is refused; the decision threshold is picked on the training rows.
 
 Missing feature partitions. The stage declares the partitions it needs
@@ -150,15 +151,13 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         rows = _labeled(features, label_frame, lines, as_of=as_of, cfg=cfg, zero_value=purchases)
         return with_attributes(rows, attributes, kinds)
 
-    cached: list[DataFrame] = []
-    if cfg.evaluation == "snapshot":
+    if cfg.evaluation == "snapshot":  # one cached frame, both splits read from it
         split = ml.stratified_holdout(labeled(dates.train), share=cfg.holdout_share, seed=cfg.seed).cache()
-        cached.append(split)
-        train, evaluate = split.where(F.col("split") == "train").drop("split"), split.where(F.col("split") == "eval").drop("split")
+        cached: list[DataFrame] = [split]
+        train, evaluate = (split.where(F.col("split") == side).drop("split") for side in ("train", "eval"))
     else:
-        train, evaluate = labeled(dates.train), labeled(dates.evaluate)
-    train, evaluate = train.cache(), evaluate.cache()
-    cached += [train, evaluate]
+        train, evaluate = labeled(dates.train).cache(), labeled(dates.evaluate).cache()
+        cached = [train, evaluate]
     notes: list[str] = []
     try:
         counts = {"train": ml.label_counts(train), "eval": ml.label_counts(evaluate)}

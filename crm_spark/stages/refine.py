@@ -78,7 +78,8 @@ def run(ctx: StageContext) -> StageResult:
     batches: dict[str, dict[int, BatchCounts]] = {}
     filtered: dict[str, int] = {}
     for target in TARGET_ORDER:
-        feeding = [(n, ctx.settings.sources[n], ctx.settings.sources[n].targets[target]) for n in ctx.settings.feeding(target)]
+        sources = ctx.settings.sources
+        feeding = [(n, sources[n], sources[n].targets[target]) for n in ctx.settings.feeding(target)]
         if not feeding:
             if target not in ("churn_labels", "customer_attributes"):  # bring-your-own tables only
                 notes.append(f"silver.{target}: no source is configured for it, skipped")

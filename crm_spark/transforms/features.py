@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from crm_spark.contracts.gold import CUSTOMER_FEATURES
+from crm_spark.contracts.silver import ATTRIBUTE_VALUE_COLUMNS
 
 WINDOWS_DAYS = (30, 90, 365)
 SESSION_WINDOW_DAYS = 30
@@ -481,15 +482,16 @@ def with_attributes(rows: DataFrame, attributes: DataFrame | None, kinds: Mappin
         ))
     known = rows.select(*_KEY).join(
         attributes.where(F.col("attribute").isin(*kinds)).select(
-            "customer_id", "snapshot_date", "attribute", "value_number", "value_text", "value_boolean", "value_date"
+            "customer_id", "snapshot_date", "attribute", *ATTRIBUTE_VALUE_COLUMNS.values()
         ),
         "customer_id",
     ).where(F.col("snapshot_date") <= F.col("as_of_date"))
+    stored = {k: F.col(c) for k, c in ATTRIBUTE_VALUE_COLUMNS.items()}
     values = {
-        "numeric": F.col("value_number"),
-        "boolean": F.col("value_boolean").cast("double"),
-        "date": F.datediff(F.col("as_of_date"), F.col("value_date")).cast("double"),
-        "categorical": F.col("value_text"),
+        "numeric": stored["numeric"],
+        "boolean": stored["boolean"].cast("double"),
+        "date": F.datediff(F.col("as_of_date"), stored["date"]).cast("double"),
+        "categorical": stored["categorical"],
     }
     latest = [
         F.max_by(F.when(F.col("attribute") == n, values[k]), F.when(F.col("attribute") == n, F.col("snapshot_date")))

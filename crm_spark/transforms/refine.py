@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import MapType
 
 from crm_spark.contracts import Field
+from crm_spark.contracts.silver import ATTRIBUTE_VALUE_COLUMNS
 from crm_spark.contracts.silver import silver as contract
 
 REASONS = "_dq_reasons"
@@ -257,11 +258,10 @@ def _typed_attributes(
     kind would be), and ``_unparsed`` (no parse for its kind; an undeclared attribute has no kind)."""
     kind = F.create_map(*(F.lit(x) for pair in kinds.items() for x in pair))[F.col("attribute")]
     value = F.col("value")
-    targets = {"numeric": "value_number", "categorical": "value_text", "boolean": "value_boolean", "date": "value_date"}
     parsed = {
         column: F.when(kind == k, parse_field(Field("value", _ATTRIBUTE_FIELD_KINDS[k]), value,
                                               timestamp_formats=timestamp_formats))
-        for k, column in targets.items()
+        for k, column in ATTRIBUTE_VALUE_COLUMNS.items()
     }
     out = typed.select("*", kind.alias("kind"), *(expr.alias(name) for name, expr in parsed.items()))
     unparsed = reduce(lambda a, b: a & b, (F.col(n).isNull() for n in parsed))
