@@ -60,12 +60,10 @@ $(JARS): jvm/pom.xml
 	done
 	touch $(JARS)
 
-# Generate the demo dataset (once) and run every built stage on the embedded default.
+# Generate the demo dataset (once) and run every built stage on the embedded default, in one Spark
+# application (one JVM start and JIT warm-up, not two).
 run: install
-	if [ ! -d data/raw/customers ]; then
-		$(BIN)/crm-spark generate --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED) --out data/raw
-	fi
-	$(BIN)/crm-spark run
+	$(BIN)/crm-spark demo --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,19 +8,28 @@ what follows from the environment: quiet logging, and delta-spark (its jars from
 from __future__ import annotations
 
 import glob
+import importlib
+import logging
 import os
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyspark
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from crm_spark.config import Settings
 from crm_spark.errors import EnvironmentSetupError, LakeError
 
+log = logging.getLogger(__name__)
 MIN_JAVA = 17
+# What the stages import besides PySpark: the gates (Great Expectations, 2-3 s to import), MLflow,
+# and the figures' matplotlib. Worth importing while the JVM starts.
+STAGE_MODULES = ("crm_spark.quality", "mlflow", "matplotlib.figure")
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 DELTA_TABLE_CLASS = "io.delta.tables.DeltaTable"
@@ -31,11 +40,13 @@ _LOG4J = Path(__file__).with_name("log4j2.properties")
 DEFAULT_DELTA_JARS = Path(__file__).resolve().parent.parent / "jars" / "delta"
 
 
-def build_session(settings: Settings) -> SparkSession:
+def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSession:
     """Create (or, under spark-submit, join) the application's SparkSession from config.
 
     Under spark-submit, a setting given with ``--conf`` (or in spark-defaults.conf) wins over the
-    same key in the config file, and ``--master`` over ``spark.master``.
+    same key in the config file, and ``--master`` over ``spark.master``. ``preload`` names Python
+    modules the caller will need (e.g. :data:`STAGE_MODULES`): they are imported in a thread while
+    the JVM starts, when the Python process would otherwise only wait.
     """
     launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if not launched_by_spark_submit:
@@ -54,7 +65,10 @@ def build_session(settings: Settings) -> SparkSession:
         conf = {k: v for k, v in conf.items() if not given.contains(k)}
     for key, value in conf.items():
         builder = builder.config(key, value)
+    loader = _import_in_background(preload) if preload and SparkContext._active_spark_context is None else None
     spark = builder.getOrCreate()
+    if loader is not None:
+        loader.join()  # no import runs beside the caller's own from here on
     spark.sparkContext.setLogLevel(spark_settings.log_level)
     if settings.lake.engine == "delta-spark" and not delta_spark_available(spark):
         raise LakeError(
@@ -63,6 +77,22 @@ def build_session(settings: Settings) -> SparkSession:
             "or set lake.engine: embedded"
         )
     return spark
+
+
+def _import_in_background(modules: Sequence[str]) -> threading.Thread:
+    """Import ``modules`` in a daemon thread; a module that fails to import is left for the
+    caller's own import to report."""
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the real import, later, raises with its own context
+                log.debug("preloading %s failed", name, exc_info=True)
+
+    thread = threading.Thread(target=load, name="crm-spark-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def session_conf(settings: Settings) -> dict[str, str]:

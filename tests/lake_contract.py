@@ -186,6 +186,23 @@ class LakeContract:
         assert lake.version(ORDERS) == 0
         assert_rows(lake.read(ORDERS), orders(spark, [(1, "c1", 10.0, D1)]))
 
+    def test_merge_of_keys_the_caller_verified_skips_the_lakes_own_check(
+        self, lake: Lake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
+        checked: list[str] = []
+        monkeypatch.setattr(lake, "_check_unique_keys", lambda table, df, keys: checked.append(table))
+
+        lake.merge(ORDERS, orders(spark, [(1, "c1", 11.0, D1), (2, "c2", 20.0, D1)]), keys=["order_id"],
+                   keys_verified=True)
+        assert checked == []
+        lake.merge(ORDERS, orders(spark, [(3, "c3", 30.0, D2)]), keys=["order_id"])
+        assert checked == [ORDERS]
+
+        assert_rows(
+            lake.read(ORDERS), orders(spark, [(1, "c1", 11.0, D1), (2, "c2", 20.0, D1), (3, "c3", 30.0, D2)])
+        )
+
     def test_merge_into_a_missing_table_creates_it(self, lake: Lake, spark: SparkSession) -> None:
         lake.merge(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]), keys=["order_id"])
 

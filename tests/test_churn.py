@@ -197,6 +197,11 @@ def test_redundant_columns_are_constant_or_equal_to_an_earlier_one_of_their_type
     assert got == {"one": "has the same value for every customer", "none": "has the same value for every customer"}
     twins = spark.createDataFrame([(1.0, 1.0), (2.0, 2.0)], "a double, b double")
     assert redundant_features(twins, ["a", "b"]) == {"b": "equals a for every customer"}
+    nan = float("nan")
+    nans = spark.createDataFrame([(nan, 1.0, 0), (nan, nan, 1)], "all_nan double, some_nan double, n int")
+    assert redundant_features(nans, ["all_nan", "some_nan", "n"]) == {"all_nan": "has the same value for every customer"}
+    assert redundant_features(spark.createDataFrame([], "a double, b double"), ["a", "b"]) == {
+        "a": "has the same value for every customer", "b": "has the same value for every customer"}
 
 
 def test_threshold_given_from_training_rows_is_the_one_reported(spark: SparkSession) -> None:
@@ -382,6 +387,16 @@ def trained(spark: SparkSession, stage_settings: Settings, lake: Lake, local_tra
     first = run_stage(_ctx(spark, stage_settings, lake, GOOD), "churn")
     second = run_stage(_ctx(spark, stage_settings, lake, WORSE), "churn")
     return first, second
+
+
+@pytest.mark.slow
+def test_computed_labels_need_orders_up_to_the_scoring_date(lake: Lake) -> None:
+    latest = lake.max_value("silver.orders", "order_date")  # from the log's file statistics: a date
+    assert type(latest) is date and latest == lake.read("silver.orders").agg(F.max("order_date")).first()[0]
+
+    stage._check_label_coverage(latest, stage.churn_dates(latest, GOOD))
+    with pytest.raises(SourceError, match=rf"silver.orders ends on {latest}: .* need orders up to {latest + timedelta(days=1)}"):
+        stage._check_label_coverage(latest, stage.churn_dates(latest + timedelta(days=1), GOOD))
 
 
 @pytest.mark.slow

@@ -33,12 +33,12 @@ def not_built_stage() -> str:
     return pending[0]
 
 
-def test_help_lists_every_stage_run_and_generate() -> None:
+def test_help_lists_every_stage_run_generate_and_demo() -> None:
     result = crm_spark("--help")
 
     assert result.returncode == 0
     listed = set(re.findall(r"^    (\w+)\s", result.stdout, flags=re.MULTILINE))
-    assert listed == {*SPEC_STAGES, "run", "generate"}
+    assert listed == {*SPEC_STAGES, "run", "generate", "demo"}
 
 
 def test_no_command_prints_usage_and_exits_2() -> None:

@@ -134,3 +134,17 @@ def test_without_delta_jars_the_session_has_no_delta_extension(settings: Setting
 
         assert "spark.jars" not in conf
         assert "spark.sql.extensions" not in conf
+
+
+def test_preloading_imports_in_the_background_and_leaves_a_failing_import_to_the_caller() -> None:
+    import sys
+
+    from crm_spark.session import _import_in_background
+
+    sys.modules.pop("colorsys", None)
+    loader = _import_in_background(["crm_spark_no_such_module", "colorsys"])
+    loader.join(timeout=30)
+
+    assert not loader.is_alive()
+    assert "colorsys" in sys.modules  # the module after the failing one was still imported
+    assert "crm_spark_no_such_module" not in sys.modules

@@ -256,11 +256,13 @@ class Lake(ABC):
         partition_by: Sequence[str] = (),
         txn: Txn | None = None,
         evolve: bool = False,
+        keys_verified: bool = False,
     ) -> WriteResult:
         """Upsert by ``keys``: matching rows are replaced by the frame's, new keys inserted.
 
         ``insert_only`` inserts rows whose key is new and leaves existing rows alone. The frame
-        must hold each key at most once (LakeError otherwise).
+        must hold each key at most once (LakeError otherwise); ``keys_verified`` says the caller
+        has already checked that (a passed uniqueness gate), which saves the check's Spark job.
         """
 
     @abstractmethod

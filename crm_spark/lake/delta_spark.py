@@ -125,8 +125,10 @@ class DeltaSparkLake(Lake):
         partition_by: Sequence[str] = (),
         txn: Txn | None = None,
         evolve: bool = False,
+        keys_verified: bool = False,
     ) -> WriteResult:
-        self._check_unique_keys(table, df, keys)
+        if not keys_verified:
+            self._check_unique_keys(table, df, keys)
         if not self.exists(table):
             return self._save(table, df, mode="append", partition_by=partition_by, txn=txn, evolve=evolve, operation="MERGE")
         if txn and self._already_done(table, txn):

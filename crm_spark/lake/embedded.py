@@ -181,8 +181,10 @@ class EmbeddedLake(Lake):
         partition_by: Sequence[str] = (),
         txn: Txn | None = None,
         evolve: bool = False,
+        keys_verified: bool = False,
     ) -> WriteResult:
-        self._check_unique_keys(table, df, keys)
+        if not keys_verified:
+            self._check_unique_keys(table, df, keys)
         if not self.exists(table):
             return self._write(table, df, mode="append", partition=None, partition_by=partition_by, txn=txn, evolve=evolve)
         dt = self._table(table)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Gate", "QualityReport", "ExpectationOutcome", "quality_dir", "expectations"]
 ROW_RULES = "expect_rows_to_satisfy_rules"
+UNIQUENESS = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,13 @@ class QualityReport:
     @property
     def failed(self) -> list[ExpectationOutcome]:
         return [o for o in self.outcomes if not o.success]
+
+    def verified_unique(self, keys: tuple[str, ...] | list[str]) -> bool:
+        """Whether this passed report checked that ``keys`` (exactly) are unique. GX leaves null keys
+        out of uniqueness; the contracts that declare keys also declare them not null (``keys()``)."""
+        return self.success and any(
+            o.success and o.expectation in UNIQUENESS and o.column == ",".join(keys) for o in self.outcomes
+        )
 
     def summary(self) -> dict[str, Any]:
         """Flat numbers for MLflow and the report."""

@@ -196,13 +196,16 @@ class StageContext:
             raise ConfigError(f"no contract declares {table} (crm_spark/contracts)")
         if contract.ddl is not None:
             df = contract.conform(df)
+        report = None
         if contract.checks is not None:
             previous = self.lake.previous_rows(table, partition) if contract.write == "overwrite" else None
             report = self.gate.check(table, df, previous_rows=previous, as_of=self.resolved_as_of, batch_rows=batch_rows)
             self._quality.append(report)
         if contract.write == "merge":
+            # A passed gate that checked the keys' uniqueness spares the lake its own check (a Spark job).
+            verified = report is not None and report.verified_unique(contract.keys)
             write = self.lake.merge(table, df, keys=contract.keys, partition_by=contract.partition_by, txn=txn,
-                                    insert_only=contract.immutable)
+                                    insert_only=contract.immutable, keys_verified=verified)
         elif contract.write == "append":
             write = self.lake.append(table, df, partition_by=contract.partition_by, txn=txn, evolve=evolve)
         else:

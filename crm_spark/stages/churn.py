@@ -141,7 +141,7 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     # Order lines tell a purchase from a zero-value order (features.count_zero_value_orders).
     lines = ctx.read(ORDER_ITEMS) if cfg.label_source == "computed" and ctx.exists(ORDER_ITEMS) else None
     if cfg.label_source == "computed":
-        _check_label_coverage(label_frame, dates)
+        _check_label_coverage(ctx.lake.max_value(ORDERS, "order_date"), dates)
     kinds = ctx.settings.model_attributes()
     attributes = _attributes(ctx)
 
@@ -235,9 +235,9 @@ def score(ctx: StageContext, as_of: date) -> StageResult:
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def _check_label_coverage(orders: DataFrame, dates: ChurnDates) -> None:
-    """Computed labels at T' need orders up to D; a lake that ends earlier would call everyone churned."""
-    latest = orders.agg(F.max("order_date")).first()[0]
+def _check_label_coverage(latest: date | None, dates: ChurnDates) -> None:
+    """Computed labels at T' need orders up to D (``latest``: the last order date, from the lake's
+    file statistics where it keeps them); a lake that ends earlier would call everyone churned."""
     if latest is None or latest < dates.score:
         raise SourceError(
             f"{ORDERS} ends on {latest}: the labels of the evaluation date {dates.evaluate} need orders up to "

@@ -1,0 +1,72 @@
+"""``crm-spark demo`` (what ``make run`` calls): generate the demo dataset unless the raw zone holds
+one, then every built stage, in the one Spark application. The stages themselves are the shared
+end-to-end run's business; here generation and the run are recorded, not executed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import logging
+
+import pytest
+
+from crm_spark import cli
+from crm_spark.stages import STAGES
+
+
+@pytest.fixture
+def recorded(spark, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    calls: dict[str, Any] = {}
+    sessions: list[Any] = []
+    monkeypatch.setattr("crm_spark.session.build_session", lambda settings, **_: sessions.append(spark) or spark)
+    monkeypatch.setattr(cli, "_generate", lambda session, options: calls.update(generated=(session, options)))
+
+    def run(args: Any, settings: Any, names: list[str], pending: Any = (), entry: str = "run") -> int:
+        calls.update(ran=names, pending=list(pending), raw=settings.paths.raw)
+        return 0
+
+    monkeypatch.setattr(cli, "_run", run)
+    calls["sessions"] = sessions
+    logger = logging.getLogger("crm_spark")  # cli.main configures it for a terminal: put it back after
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield calls
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def _demo(tmp_path: Path, *args: str) -> int:
+    return cli.main(["demo", "--raw", str(tmp_path / "raw"), "--lake", str(tmp_path / "lake"), *args])
+
+
+def test_demo_generates_into_an_empty_raw_zone_then_runs_every_built_stage(
+    spark, recorded: dict[str, Any], tmp_path: Path
+) -> None:
+    assert _demo(tmp_path, "--customers", "300", "--seed", "11") == 0
+
+    session, options = recorded["generated"]
+    assert session is spark
+    assert options["out"] == str(tmp_path / "raw")
+    assert (options["customers"], options["seed"]) == (300, 11)
+    assert recorded["ran"] == [s.name for s in STAGES if s.built]
+    assert recorded["pending"] == [s.name for s in STAGES if not s.built]
+    assert len(recorded["sessions"]) == 1  # generation and the stages share one session
+
+
+def test_demo_uses_a_dataset_already_generated(spark, recorded: dict[str, Any], tmp_path: Path) -> None:
+    truth = tmp_path / "raw" / "_truth"
+    truth.mkdir(parents=True)
+    (truth / "manifest.json").write_text("{}\n")
+
+    assert _demo(tmp_path) == 0
+
+    assert "generated" not in recorded
+    assert recorded["ran"] == [s.name for s in STAGES if s.built]
+
+
+def test_demo_refuses_a_size_below_the_generator_minimum(spark, recorded: dict[str, Any], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert _demo(tmp_path, "--customers", "50") == 3
+
+    assert "--customers must be at least 100, got 50" in capsys.readouterr().err
+    assert "ran" not in recorded
