@@ -28,7 +28,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings):
-    """local[2], 2 shuffle partitions, UI off, UTC. Tests never stop it."""
+    """local[2], 1 shuffle partition, UI off, UTC. Tests never stop it."""
     return build_session(settings)
 
 

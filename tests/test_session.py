@@ -22,8 +22,8 @@ def test_the_session_clock_is_utc(spark: SparkSession) -> None:
 
 
 def test_shuffle_partitions_and_app_name_come_from_the_test_overlay(spark: SparkSession) -> None:
-    # tests/conf/test.yaml: spark.sql.shuffle.partitions: 2, app_name: crm-spark-tests
-    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
+    # tests/conf/test.yaml: spark.sql.shuffle.partitions: 1, app_name: crm-spark-tests
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "1"
     assert spark.sparkContext.appName == "crm-spark-tests"
     assert spark.sparkContext.master == "local[2]"
 
