@@ -196,15 +196,20 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """``generate`` then ``run`` in one Spark application: one JVM start and one JIT warm-up instead
-    of two. A raw zone that already holds a generated dataset (its ``_truth/manifest.json``, written
-    last) is used as it is."""
+    of two. A raw zone that already holds data (a generated dataset, or files of its own in any
+    source folder) is used as it is."""
+    from crm_spark.generate.sources import SOURCES
     from crm_spark.generate.writer import OutputFs
     from crm_spark.session import STAGE_MODULES, build_session
 
     options = _generate_options(args, settings)
     spark = build_session(settings, preload=STAGE_MODULES)
-    if OutputFs(spark, options["out"]).exists("_truth/manifest.json"):
-        logging.getLogger("crm_spark").info("demo dataset already in %s: not generating it again", options["out"])
+    fs = OutputFs(spark, options["out"])
+    if fs.exists("_truth/manifest.json") or not all(fs.is_empty_or_missing(name) for name in SOURCES):
+        logging.getLogger("crm_spark").info(
+            "%s already holds data: running on it without generating (make clean-data, or remove it, to start over)",
+            fs.root,
+        )
     else:
         _generate(spark, options)
     return _run(args, settings, [s.name for s in plan(None)], pending=[s.name for s in STAGES if not s.built])

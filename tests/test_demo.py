@@ -70,3 +70,14 @@ def test_demo_refuses_a_size_below_the_generator_minimum(spark, recorded: dict[s
 
     assert "--customers must be at least 100, got 50" in capsys.readouterr().err
     assert "ran" not in recorded
+
+
+def test_demo_runs_on_files_a_user_put_in_the_raw_zone(spark, recorded: dict[str, Any], tmp_path: Path) -> None:
+    orders = tmp_path / "raw" / "orders"
+    orders.mkdir(parents=True)
+    (orders / "orders-2025-01.csv").write_text("order_id,customer_id\n")
+
+    assert _demo(tmp_path) == 0
+
+    assert "generated" not in recorded
+    assert recorded["ran"] == [s.name for s in STAGES if s.built]
