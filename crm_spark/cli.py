@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from crm_spark import __version__
 from crm_spark.config import Settings, load_settings
-from crm_spark.errors import ConfigError, CrmSparkError, StageNotBuiltError
+from crm_spark.errors import ConfigError, CrmSparkError, SourceError, StageNotBuiltError
 from crm_spark.stages import STAGES, StageContext, StageResult, finish_run, plan, run_stage, stage
 
 EXIT_CODES = """exit codes: 0 ok, 1 unexpected error, 2 usage or stage not built, 3 config error,
@@ -196,33 +196,41 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """``generate`` then ``run`` in one Spark application: one JVM start and one JIT warm-up instead
-    of two. A raw zone that already holds data (a generated dataset, or files of its own in any
-    source folder) is used as it is."""
-    from crm_spark.generate.sources import SOURCES
+    of two. A raw zone that already holds data (a generated dataset, or files in any configured
+    source's folder) is used as it is; one an interrupted ``generate`` left half-written is refused."""
+    from crm_spark.generate.dataset import TMP_DIR, TRUTH_DIR
     from crm_spark.generate.writer import OutputFs
     from crm_spark.session import STAGE_MODULES, build_session
+    from crm_spark.stages.ingest import source_uri
 
     options = _generate_options(args, settings)
     spark = build_session(settings, preload=STAGE_MODULES)
-    fs = OutputFs(spark, options["out"])
-    if fs.exists("_truth/manifest.json") or not all(fs.is_empty_or_missing(name) for name in SOURCES):
+    raw = OutputFs(spark, options["out"])
+    holding = [name for name, source in settings.sources.items()
+               if source.enabled and not OutputFs(spark, source_uri(settings, source)).is_empty_or_missing("")]
+    if holding and raw.exists(TMP_DIR) and not raw.exists(f"{TRUTH_DIR}/manifest.json"):
+        raise SourceError(f"{raw.root} holds a dataset an interrupted generate left half-written ({raw.uri(TMP_DIR)}): "
+                          f"remove it (make clean-data) and run again")
+    if holding:
         logging.getLogger("crm_spark").info(
-            "%s already holds data: running on it without generating (make clean-data, or remove it, to start over)",
-            fs.root,
+            "sources %s already hold files: running on them without generating (make clean-data, or remove "
+            "%s, to start over)", ", ".join(holding), raw.root,
         )
     else:
         _generate(spark, options)
-    return _run(args, settings, [s.name for s in plan(None)], pending=[s.name for s in STAGES if not s.built])
+    return _run(args, settings, [s.name for s in plan(None)], pending=[s.name for s in STAGES if not s.built],
+                spark=spark)
 
 
 def _run(
-    args: argparse.Namespace, settings: Settings, names: list[str], pending: Sequence[str] = (), entry: str = "run"
+    args: argparse.Namespace, settings: Settings, names: list[str], pending: Sequence[str] = (), entry: str = "run",
+    spark: Any = None,
 ) -> int:
     from crm_spark.lake import open_lake
     from crm_spark.session import STAGE_MODULES, build_session
 
     started = time.perf_counter()
-    spark = build_session(settings, preload=STAGE_MODULES)
+    spark = spark or build_session(settings, preload=STAGE_MODULES)
     lake = open_lake(spark, settings)
     logging.getLogger("crm_spark").info("lake %s (%s engine)", settings.paths.lake, lake.engine)
     ctx = StageContext(settings=settings, spark=spark, lake=lake, as_of=args.as_of)

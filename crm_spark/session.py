@@ -66,9 +66,11 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
     for key, value in conf.items():
         builder = builder.config(key, value)
     loader = _import_in_background(preload) if preload and SparkContext._active_spark_context is None else None
-    spark = builder.getOrCreate()
-    if loader is not None:
-        loader.join()  # no import runs beside the caller's own from here on
+    try:
+        spark = builder.getOrCreate()
+    finally:
+        if loader is not None:
+            loader.join()  # no import runs beside the caller's own from here on
     spark.sparkContext.setLogLevel(spark_settings.log_level)
     if settings.lake.engine == "delta-spark" and not delta_spark_available(spark):
         raise LakeError(
@@ -81,7 +83,9 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
 
 def _import_in_background(modules: Sequence[str]) -> threading.Thread:
     """Import ``modules`` in a daemon thread; a module that fails to import is left for the
-    caller's own import to report."""
+    caller's own import to report. (PySpark forks the JVM launcher with a ``preexec_fn`` meanwhile,
+    which Python documents as unsafe beside other threads; the child only resets a signal handler
+    before exec, and CPython reinitialises the import lock and GIL in it.)"""
 
     def load() -> None:
         for name in modules:

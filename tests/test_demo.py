@@ -13,6 +13,7 @@ import logging
 import pytest
 
 from crm_spark import cli
+from crm_spark.session import STAGE_MODULES
 from crm_spark.stages import STAGES
 
 
@@ -20,11 +21,12 @@ from crm_spark.stages import STAGES
 def recorded(spark, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     calls: dict[str, Any] = {}
     sessions: list[Any] = []
-    monkeypatch.setattr("crm_spark.session.build_session", lambda settings, **_: sessions.append(spark) or spark)
+    monkeypatch.setattr("crm_spark.session.build_session",
+                        lambda settings, preload=(): calls.update(preload=preload) or sessions.append(spark) or spark)
     monkeypatch.setattr(cli, "_generate", lambda session, options: calls.update(generated=(session, options)))
 
-    def run(args: Any, settings: Any, names: list[str], pending: Any = (), entry: str = "run") -> int:
-        calls.update(ran=names, pending=list(pending), raw=settings.paths.raw)
+    def run(args: Any, settings: Any, names: list[str], pending: Any = (), entry: str = "run", spark: Any = None) -> int:
+        calls.update(ran=names, pending=list(pending), raw=settings.paths.raw, run_session=spark)
         return 0
 
     monkeypatch.setattr(cli, "_run", run)
@@ -50,13 +52,16 @@ def test_demo_generates_into_an_empty_raw_zone_then_runs_every_built_stage(
     assert (options["customers"], options["seed"]) == (300, 11)
     assert recorded["ran"] == [s.name for s in STAGES if s.built]
     assert recorded["pending"] == [s.name for s in STAGES if not s.built]
-    assert len(recorded["sessions"]) == 1  # generation and the stages share one session
+    assert len(recorded["sessions"]) == 1 and recorded["run_session"] is spark  # one session for both
+    assert recorded["preload"] == STAGE_MODULES
 
 
 def test_demo_uses_a_dataset_already_generated(spark, recorded: dict[str, Any], tmp_path: Path) -> None:
-    truth = tmp_path / "raw" / "_truth"
+    truth, customers = tmp_path / "raw" / "_truth", tmp_path / "raw" / "customers"
     truth.mkdir(parents=True)
+    customers.mkdir()
     (truth / "manifest.json").write_text("{}\n")
+    (customers / "customers-2024-01.csv").write_text("customer_id\n")
 
     assert _demo(tmp_path) == 0
 
@@ -81,3 +86,15 @@ def test_demo_runs_on_files_a_user_put_in_the_raw_zone(spark, recorded: dict[str
 
     assert "generated" not in recorded
     assert recorded["ran"] == [s.name for s in STAGES if s.built]
+
+
+def test_demo_refuses_a_dataset_an_interrupted_generate_left(spark, recorded: dict[str, Any], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "raw" / "customers").mkdir(parents=True)
+    (tmp_path / "raw" / "customers" / "customers-2024-01.csv").write_text("customer_id\n")
+    (tmp_path / "raw" / "_generate_tmp" / "orders").mkdir(parents=True)
+
+    assert _demo(tmp_path) == 4
+
+    assert "interrupted generate left half-written" in capsys.readouterr().err
+    assert "generated" not in recorded and "ran" not in recorded

@@ -13,7 +13,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from crm_spark.config import PathsSettings, Settings
-from crm_spark.contracts import TABLES, contract_for
+from crm_spark.contracts import TABLES, CheckContext, contract_for
+from crm_spark.contracts.checks import Rule, Unique
 from crm_spark.lake import open_lake
 from crm_spark.stages import STAGES, StageContext, dependencies, ordered, plan, producer, run_stage, stage, stage_table
 from conftest import EndToEnd
@@ -70,6 +71,17 @@ def test_every_declared_table_has_a_contract() -> None:
                 assert any(fnmatch.fnmatchcase(name, table) or name == table for name in TABLES), table
             elif spec.built:
                 assert contract_for(table) is not None, table
+
+
+def test_every_merged_table_is_gated_on_its_keys_being_present_and_unique(settings: Settings) -> None:
+    """A merge skips the lake's own key check when the gate checked the keys (GX's uniqueness
+    leaves nulls out, so the keys must also be checked not null)."""
+    merged = [t for t in TABLES.values() if t.write == "merge"]
+    assert merged
+    for t in merged:
+        checks = t.check_list(CheckContext(settings))
+        assert Unique(tuple(t.keys)) in checks, t.name
+        assert all(Rule(f"`{k}` IS NOT NULL") in checks for k in t.keys), t.name
 
 
 def test_no_stage_module_talks_to_mlflow() -> None:

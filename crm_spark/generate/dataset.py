@@ -29,7 +29,7 @@ log = logging.getLogger("crm_spark.generate")
 TRUTH_DIR = "_truth"
 MIN_CUSTOMERS = 100
 MIN_DAYS = 28
-_TMP = "_generate_tmp"
+TMP_DIR = "_generate_tmp"  # work in progress; gone once a dataset is complete
 _LINES_PER_TASK = 1_500_000
 
 
@@ -101,7 +101,7 @@ def generate_dataset(
             cust.unpersist()
 
     _write_truth(fs, plan, specs, rows, files, dirt)
-    fs.delete(_TMP)
+    fs.delete(TMP_DIR)
     totals: dict[str, int] = {}
     for kinds in dirt.values():
         for kind, n in kinds.items():
@@ -131,7 +131,7 @@ def _prepare(fs: OutputFs, overwrite: bool) -> None:
                 "(or remove it first)"
             )
         fs.delete(rel)
-    fs.delete(_TMP)
+    fs.delete(TMP_DIR)
 
 
 @contextmanager
@@ -186,7 +186,7 @@ def _write_source(
     lines = lines.observe(obs, *metrics)
     n_files = len(spec.file_names(plan)) + (1 if spec.fmt == "json" else 0)
     partitions = max(1, min(n_files, math.ceil(plan.customers * max(spec.rows_per_customer, 1.0) / _LINES_PER_TASK)))
-    written = write_lines(fs, lines, tmp_rel=f"{_TMP}/{spec.name}", partitions=partitions)
+    written = write_lines(fs, lines, tmp_rel=f"{TMP_DIR}/{spec.name}", partitions=partitions)
     values = obs.get
     n_rows = int(values.get("rows") or 0)
     kinds = {k: int(values.get(k) or 0) for k in spec.kinds}

@@ -284,10 +284,15 @@ class Lake(ABC):
             )
         return current
 
-    def _check_unique_keys(self, table: str, df: DataFrame, keys: Sequence[str]) -> None:
+    def _check_keys(self, table: str, df: DataFrame, keys: Sequence[str], *, verified: bool) -> None:
+        """The merge keys are in the frame and (unless the caller ``verified`` it) unique in it."""
         missing = [k for k in keys if k not in df.columns]
         if not keys or missing:
             raise LakeError(f"merge into {table}: key columns {missing or '(none)'} not in the frame")
+        if not verified:
+            self._check_unique_keys(table, df, keys)
+
+    def _check_unique_keys(self, table: str, df: DataFrame, keys: Sequence[str]) -> None:
         dup = df.groupBy(*keys).count().filter("count > 1").limit(1).collect()
         if dup:
             example = {k: dup[0][k] for k in keys}

@@ -127,8 +127,7 @@ class DeltaSparkLake(Lake):
         evolve: bool = False,
         keys_verified: bool = False,
     ) -> WriteResult:
-        if not keys_verified:
-            self._check_unique_keys(table, df, keys)
+        self._check_keys(table, df, keys, verified=keys_verified)
         if not self.exists(table):
             return self._save(table, df, mode="append", partition_by=partition_by, txn=txn, evolve=evolve, operation="MERGE")
         if txn and self._already_done(table, txn):

@@ -183,8 +183,7 @@ class EmbeddedLake(Lake):
         evolve: bool = False,
         keys_verified: bool = False,
     ) -> WriteResult:
-        if not keys_verified:
-            self._check_unique_keys(table, df, keys)
+        self._check_keys(table, df, keys, verified=keys_verified)
         if not self.exists(table):
             return self._write(table, df, mode="append", partition=None, partition_by=partition_by, txn=txn, evolve=evolve)
         dt = self._table(table)
