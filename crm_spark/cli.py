@@ -8,6 +8,7 @@ rows, seconds); the final summary table goes to stdout. Expected failures (the t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -212,10 +213,19 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         raise SourceError(f"{raw.root} holds a dataset an interrupted generate left half-written ({raw.uri(TMP_DIR)}): "
                           f"remove it (make clean-data) and run again")
     if holding:
-        logging.getLogger("crm_spark").info(
-            "sources %s already hold files: running on them without generating (make clean-data, or remove "
-            "%s, to start over)", ", ".join(holding), raw.root,
-        )
+        logger = logging.getLogger("crm_spark")
+        logger.info("sources %s already hold files: running on them without generating (make clean-data, or "
+                    "remove %s, to start over)", ", ".join(holding), raw.root)
+        manifest = f"{TRUTH_DIR}/manifest.json"
+        made = json.loads(raw.read_text(manifest)) if raw.exists(manifest) else {}
+        asked = {k: getattr(args, k) for k in ("customers", "seed") if getattr(args, k) is not None}
+        differ = {k: v for k, v in asked.items() if k in made and made[k] != v}
+        if differ:
+            logger.warning(
+                "the dataset in %s was generated with %s, not %s: running on it as it is (make clean-data to "
+                "generate the one asked for)", raw.root, ", ".join(f"{k} {made[k]}" for k in differ),
+                ", ".join(f"{k} {v}" for k, v in differ.items()),
+            )
     else:
         _generate(spark, options)
     return _run(args, settings, [s.name for s in plan(None)], pending=[s.name for s in STAGES if not s.built],

@@ -56,14 +56,19 @@ def test_demo_generates_into_an_empty_raw_zone_then_runs_every_built_stage(
     assert recorded["preload"] == STAGE_MODULES
 
 
-def test_demo_uses_a_dataset_already_generated(spark, recorded: dict[str, Any], tmp_path: Path) -> None:
+def test_demo_uses_a_dataset_already_generated_and_says_when_it_is_not_the_size_asked(
+    spark, recorded: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     truth, customers = tmp_path / "raw" / "_truth", tmp_path / "raw" / "customers"
     truth.mkdir(parents=True)
     customers.mkdir()
-    (truth / "manifest.json").write_text("{}\n")
+    (truth / "manifest.json").write_text('{"customers": 2000, "seed": 7}\n')
     (customers / "customers-2024-01.csv").write_text("customer_id\n")
 
-    assert _demo(tmp_path) == 0
+    assert _demo(tmp_path, "--seed", "7") == 0
+    assert "generated with" not in capsys.readouterr().err
+    assert _demo(tmp_path, "--customers", "20000", "--seed", "7") == 0
+    assert "was generated with customers 2000, not customers 20000: running on it as it is" in capsys.readouterr().err
 
     assert "generated" not in recorded
     assert recorded["ran"] == [s.name for s in STAGES if s.built]

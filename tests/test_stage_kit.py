@@ -84,6 +84,27 @@ def test_every_merged_table_is_gated_on_its_keys_being_present_and_unique(settin
         assert all(Rule(f"`{k}` IS NOT NULL") in checks for k in t.keys), t.name
 
 
+def test_a_merge_after_a_passed_key_check_skips_the_lakes_own(
+    spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = settings.model_copy(update={"paths": PathsSettings(raw=str(tmp_path / "raw"), lake=str(tmp_path / "lake"))})
+    lake = open_lake(spark, own)
+    vouched: list[bool] = []
+    merge = lake.merge
+    monkeypatch.setattr(lake, "merge", lambda *a, **kw: vouched.append(kw["keys_verified"]) or merge(*a, **kw))
+    products = spark.createDataFrame(
+        [("P1", "Tea", "food", None, None, 3.5, "0", "p.csv"), ("P2", "Mug", "home", None, None, 8.0, "0", "p.csv")],
+        "product_id string, product_name string, category string, subcategory string, brand string, "
+        "list_price double, _ingest_batch_id string, _source_file string",
+    )
+    ctx = StageContext(settings=own, spark=spark, lake=lake, as_of=date(2025, 1, 1))
+
+    ctx.publish("silver.products", products)
+
+    assert vouched == [True]
+    assert lake.rows("silver.products") == 2
+
+
 def test_no_stage_module_talks_to_mlflow() -> None:
     for module in (ROOT / "crm_spark" / "stages").glob("*.py"):
         text = module.read_text()

@@ -46,6 +46,13 @@ class OutputFs:
             return True
         return self._fs.getFileStatus(p).isDirectory() and len(self._fs.listStatus(p)) == 0
 
+    def read_text(self, rel: str) -> str:
+        stream = self._fs.open(self.path(rel))
+        try:
+            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+
     def delete(self, rel: str) -> None:
         p = self.path(rel)
         if self._fs.exists(p):
