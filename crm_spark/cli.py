@@ -209,17 +209,17 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     raw = OutputFs(spark, options["out"])
     holding = [name for name, source in settings.sources.items()
                if source.enabled and not OutputFs(spark, source_uri(settings, source)).is_empty_or_missing("")]
-    if holding and raw.exists(TMP_DIR) and not raw.exists(f"{TRUTH_DIR}/manifest.json"):
-        raise SourceError(f"{raw.root} holds a dataset an interrupted generate left half-written ({raw.uri(TMP_DIR)}): "
-                          f"remove it (make clean-data) and run again")
     if holding:
+        manifest = f"{TRUTH_DIR}/manifest.json"
+        made = json.loads(raw.read_text(manifest)) if raw.exists(manifest) else None
+        if made is None and raw.exists(TMP_DIR):
+            raise SourceError(f"{raw.root} holds a dataset an interrupted generate left half-written "
+                              f"({raw.uri(TMP_DIR)}): remove it (make clean-data) and run again")
         logger = logging.getLogger("crm_spark")
         logger.info("sources %s already hold files: running on them without generating (make clean-data, or "
                     "remove %s, to start over)", ", ".join(holding), raw.root)
-        manifest = f"{TRUTH_DIR}/manifest.json"
-        made = json.loads(raw.read_text(manifest)) if raw.exists(manifest) else {}
         asked = {k: getattr(args, k) for k in ("customers", "seed") if getattr(args, k) is not None}
-        differ = {k: v for k, v in asked.items() if k in made and made[k] != v}
+        differ = {k: v for k, v in asked.items() if made and k in made and made[k] != v}
         if differ:
             logger.warning(
                 "the dataset in %s was generated with %s, not %s: running on it as it is (make clean-data to "
