@@ -185,6 +185,49 @@ class BasketSettings(_Section):
     top_rules_logged: int = Field(default=25, ge=1, description="rules (by lift) logged to MLflow as an artifact")
 
 
+class RecommendSettings(_Section):
+    """Product recommendations (stage ``recommend``): implicit-feedback ALS, its holdout and the fallbacks.
+
+    Interaction strength per (customer, product) = the weighted count of purchases (completed
+    orders holding it), add-to-carts and product views up to the date. ``rank``, ``reg_param`` and
+    ``alpha`` are lists: with more than one combination, each is fitted on the data up to
+    T - ``holdout_days`` and the best NDCG@k on the following ``holdout_days`` wins (T = the as-of
+    date less ``holdout_days``, where the reported metrics are measured).
+    """
+
+    top_n: int = Field(default=10, ge=1, description="recommendations kept per customer")
+    k: int = Field(default=10, ge=1, description="list length the holdout metrics (precision@k, ...) look at")
+    weights: dict[Literal["purchase", "add_to_cart", "product_view"], float] = Field(
+        default_factory=lambda: {"purchase": 1.0, "add_to_cart": 1.0, "product_view": 0.5},
+        description="weight of each interaction kind in the strength ALS learns from (0 leaves a kind out)",
+    )
+    rank: list[int] = Field(default_factory=lambda: [16], min_length=1, description="ALS latent factors")
+    reg_param: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description="ALS regularisation")
+    alpha: list[float] = Field(default_factory=lambda: [5.0], min_length=1, description="ALS implicit confidence scale")
+    max_iter: int = Field(default=10, ge=1, description="ALS iterations")
+    seed: int = 7
+    holdout_days: int = Field(default=60, ge=1, description="evaluation window: purchases in (as_of - N, as_of]")
+    min_interactions: int = Field(
+        default=3, ge=1, description="distinct products a customer must have interacted with to get ALS "
+        "recommendations; below it, popular products of the categories they touched; without any, popular products",
+    )
+    checkpoint_dir: str | None = Field(
+        default=None, description="ALS checkpoint directory (cuts long lineage); null: <lake>/_checkpoints"
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> RecommendSettings:
+        if any(w < 0 for w in self.weights.values()) or not any(w > 0 for w in self.weights.values()):
+            raise ValueError("recommend.weights must be >= 0 and at least one above 0")
+        if any(r < 1 for r in self.rank) or any(r < 0 for r in self.reg_param) or any(a <= 0 for a in self.alpha):
+            raise ValueError("recommend.rank must be >= 1, recommend.reg_param >= 0 and recommend.alpha > 0")
+        return self
+
+    def grid(self) -> list[dict[str, float]]:
+        """Every (rank, reg_param, alpha) combination, in config order."""
+        return [{"rank": r, "reg_param": g, "alpha": a} for r in self.rank for g in self.reg_param for a in self.alpha]
+
+
 class RiskBand(_Section):
     """A churn risk band: customers with ``churn_probability >= min_probability`` (first match wins)."""
 
@@ -487,6 +530,7 @@ class Settings(_Section):
     features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     churn: ChurnSettings = Field(default_factory=ChurnSettings)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
 
     def feeding(self, target: str) -> list[str]:
         """The enabled sources that feed ``silver.<target>``."""

@@ -74,7 +74,7 @@ def retail(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lak
     assert sum(a != b for a, b in zip(lines, respelled)) == 4
     (root / "raw" / "online_retail" / src.name).write_text("".join(respelled), encoding="utf-8")
     return run_example(spark, "retail_invoices", root / "lake", raw=root / "raw", results=RETAIL_RESULTS,
-                       stages=("ingest", "refine", "features", "basket"))
+                       stages=("ingest", "refine", "features", "basket", "recommend"))
 
 
 def test_retail_rows_dropped_by_each_mapping_filter_are_counted_and_noted(retail: Lake) -> None:
@@ -279,6 +279,19 @@ def test_retail_features_and_baskets_from_the_invoices(spark: SparkSession, reta
     buyers = retail.read("silver.orders").where("status = 'completed'").select("customer_id").distinct().count()
     assert 0 < features.where(F.col("has_orders")).count() <= buyers  # a purchase also needs accepted lines of value
     assert RETAIL_RESULTS["basket"].skipped is None and retail.read("gold.basket_itemsets").count() > 0
+
+
+def test_retail_recommendations_from_invoices_alone(spark: SparkSession, retail: Lake) -> None:
+    """No web events: ALS learns from purchases; one month of invoices leaves nothing before the holdout."""
+    result = RETAIL_RESULTS["recommend"]
+    recs = retail.read("gold.recommendations")
+    bought = retail.read("silver.orders").where("status = 'completed'").join(retail.read("silver.order_items"), "order_id")
+
+    assert recs.select("customer_id").distinct().count() == retail.read("silver.customers").count()
+    assert recs.join(bought.select("customer_id", "product_id"), ["customer_id", "product_id"]).count() == 0
+    assert any("ALS learns from purchases alone" in n for n in result.notes)
+    assert any(n.startswith("no purchases on or before 2010-10-") and "holdout metrics are not computed" in n
+               for n in result.notes), result.notes
 
 
 # -- subscription churn -------------------------------------------------------------------

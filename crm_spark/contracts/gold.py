@@ -233,7 +233,32 @@ CHURN_SCORES = Table(
     doc="one row per customer per date scored by the registered champion, with band and top drivers",
 )
 
+# -- recommend: gold.recommendations ----------------------------------------------------------------
+# source: "als" (the ALS model's preference score), "popular_in_category" (a customer with fewer
+# than recommend.min_interactions products interacted with: their share of interest in the
+# category x the product's share of buyers) or "popular" (no interactions: the share of buyers who
+# bought it). Scores compare within one source only.
+RECOMMENDATION_SOURCES = ("als", "popular_in_category", "popular")
+
+
+def _recommendations(t: Table, cc: CheckContext) -> list[Check]:
+    r = cc.settings.recommend
+    return [
+        Columns(t.columns), *keys(("customer_id", "rank")), Unique(("customer_id", "product_id")),
+        *not_null("product_id", "score", "source", "as_of_date"), *row_count_change(cc),
+        between("rank", 1, r.top_n), in_set("source", RECOMMENDATION_SOURCES),
+    ]
+
+
+RECOMMENDATIONS = Table(
+    "gold.recommendations",
+    ddl="customer_id string, rank int, product_id string, product_name string, category string, score double, "
+    "source string, as_of_date date",
+    keys=("customer_id", "rank"), partition_by=("as_of_date",), checks=_recommendations, date_column="as_of_date",
+    doc="top-N products per customer per date, best first, never a product the customer bought on or before it",
+)
+
 register(
     CUSTOMER_FEATURES, CUSTOMER_SEGMENTS, SEGMENT_PROFILES, BASKET_ITEMSETS, BASKET_RULES, CROSS_SELL,
-    CHURN_TRAINING, CHURN_SCORES,
+    CHURN_TRAINING, CHURN_SCORES, RECOMMENDATIONS,
 )
