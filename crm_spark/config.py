@@ -216,7 +216,7 @@ class RecommendSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _weights(self) -> RecommendSettings:
+    def _valid(self) -> RecommendSettings:
         if any(w < 0 for w in self.weights.values()) or not any(w > 0 for w in self.weights.values()):
             raise ValueError("recommend.weights must be >= 0 and at least one above 0")
         if any(r < 1 for r in self.rank) or any(r < 0 for r in self.reg_param) or any(a <= 0 for a in self.alpha):

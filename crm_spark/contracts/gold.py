@@ -234,10 +234,12 @@ CHURN_SCORES = Table(
 )
 
 # -- recommend: gold.recommendations ----------------------------------------------------------------
-# source: "als" (the ALS model's preference score), "popular_in_category" (a customer with fewer
-# than recommend.min_interactions products interacted with: their share of interest in the
-# category x the product's share of buyers) or "popular" (no interactions: the share of buyers who
-# bought it). Scores compare within one source only.
+# source, per row: "als" (the ALS model's preference score; customers with at least
+# recommend.min_interactions products interacted with), "popular_in_category" (the customer's share
+# of interest in the category x the product's share of buyers: the list of a customer with fewer
+# interactions, or the top-up of an ALS list that falls short) or "popular" (the share of buyers
+# who bought it: customers without interactions, and the last top-up). Scores compare within one
+# source only.
 RECOMMENDATION_SOURCES = ("als", "popular_in_category", "popular")
 
 

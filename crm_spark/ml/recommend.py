@@ -4,14 +4,17 @@ Interactions are what a customer did with a product up to a date: each completed
 (one per order), each add-to-cart and each product view, weighted (``weights``) and summed into
 one ``strength`` per (customer, product), the confidence of implicit-feedback ALS (Hu, Koren and
 Volinsky 2008). Each candidate source gives ``(customer_id, product_id, score)`` rows, a bounded
-number per customer (:func:`list_depth`):
+number per customer: enough that ``n`` remain once the products the customer bought are taken out
+(``customers`` frames carry each customer's ``bought`` count for that):
 
 * :func:`als_candidates`: MLlib ALS (``implicitPrefs``) preference scores;
 * :func:`popular_candidates`: the products most customers bought (the popularity baseline);
 * :func:`category_candidates`: the most bought products of the categories a customer interacted
-  with, weighted by how much (the fallback for customers with little history);
+  with, weighted by how much (the list of customers with little history, and the top-up of
+  ALS lists that fall short);
 * :func:`cooccurrence_candidates`: products bought in the same orders as the customer's
-  purchases, scored by the sum of P(product | purchased product) (what basket rules give).
+  purchases, scored by the sum of P(product | purchased product) over each purchased product's
+  ``neighbours`` likeliest partners (what basket rules give).
 
 :func:`ranked` turns tiers of candidates into each customer's top-n list, never a product the
 customer already bought (a customer ALS cannot score gets the next tier's products), and
@@ -34,7 +37,7 @@ CUSTOMER, PRODUCT, STRENGTH, SCORE, RANK = "customer_id", "product_id", "strengt
 USER, ITEM = "user_ix", "item_ix"
 # Interaction kinds and the silver.web_events event type each is read from (purchases come from orders).
 EVENT_KINDS: Mapping[str, str] = {"add_to_cart": "add_to_cart", "product_view": "product_view"}
-INTERACTION_KINDS = ("purchase", *EVENT_KINDS)
+BOUGHT = "bought"  # a customers frame's column: how many distinct products the customer bought
 # Our metric names and the names of Spark's RankingEvaluator for the same definitions.
 RANKING_METRICS: Mapping[str, str] = {
     "precision_at_k": "precisionAtK", "recall_at_k": "recallAtK",
@@ -83,9 +86,20 @@ def interactions(
     return union.groupBy(CUSTOMER, PRODUCT).agg(F.sum("w").alias(STRENGTH))
 
 
+def until(lines: DataFrame, end: date) -> DataFrame:
+    """The purchase ``lines`` dated on or before ``end``."""
+    return lines.where(F.col("order_date") <= F.lit(end))
+
+
 def bought(lines: DataFrame, *, end: date) -> DataFrame:
     """``customer_id, product_id``: every product each customer bought on or before ``end``."""
-    return lines.where(F.col("order_date") <= F.lit(end)).select(CUSTOMER, F.col("item_id").alias(PRODUCT)).distinct()
+    return until(lines, end).select(CUSTOMER, F.col("item_id").alias(PRODUCT)).distinct()
+
+
+def with_bought(customers: DataFrame, seen: DataFrame) -> DataFrame:
+    """``customers`` (``customer_id``) with the number of distinct products each bought (``seen``), 0 if none."""
+    counts = seen.groupBy(CUSTOMER).agg(F.count(F.lit(1)).alias(BOUGHT))
+    return customers.select(CUSTOMER).join(counts, CUSTOMER, "left").fillna(0, subset=[BOUGHT])
 
 
 def relevant_items(lines: DataFrame, *, after: date, end: date) -> DataFrame:
@@ -113,22 +127,22 @@ def als_blocks(rows: int, parallelism: int) -> int:
 
 def fit_als(
     ratings: DataFrame, *, rank: int, reg_param: float, alpha: float, max_iter: int, seed: int, blocks: int,
-    checkpoint_interval: int = 10,
 ) -> ALSModel:
-    """Implicit-feedback ALS on :func:`indexed` interactions (``user_ix, item_ix, strength``)."""
+    """Implicit-feedback ALS on :func:`indexed` interactions (``user_ix, item_ix, strength``); it
+    checkpoints every 10 iterations when the session has a checkpoint directory."""
     als = ALS(
         userCol=USER, itemCol=ITEM, ratingCol=STRENGTH, implicitPrefs=True, rank=rank, regParam=reg_param,
-        alpha=alpha, maxIter=max_iter, seed=seed, coldStartStrategy="drop", checkpointInterval=checkpoint_interval,
+        alpha=alpha, maxIter=max_iter, seed=seed, coldStartStrategy="drop", checkpointInterval=10,
         numUserBlocks=blocks, numItemBlocks=blocks,
     )
     return als.fit(ratings)
 
 
 # -- candidates: (customer_id, product_id, score) rows, a bounded number per customer ------------------
-# Each reaches ``depth`` = n + the most products one of the customers bought, so that after the
-# bought products are taken out (:func:`ranked`) n remain wherever the catalogue has them.
 def als_candidates(model: ALSModel, ratings: DataFrame, customers: DataFrame, *, depth: int) -> DataFrame:
-    """The ``depth`` best ALS scores of each customer of ``customers`` the model knows (those in ``ratings``)."""
+    """The ``depth`` best ALS scores of each customer of ``customers`` the model knows (those in
+    ``ratings``). One depth for all (ALS's top-k is per call): a customer who bought more than
+    ``depth - n`` products may get fewer than n from ALS, and the next tier fills the list."""
     users = ratings.select(CUSTOMER, USER).distinct().join(customers.select(CUSTOMER), CUSTOMER)
     items = ratings.select(PRODUCT, ITEM).distinct()
     recs = model.recommendForUserSubset(users.select(USER), depth)
@@ -142,41 +156,48 @@ def als_candidates(model: ALSModel, ratings: DataFrame, customers: DataFrame, *,
 
 def popularity(lines: DataFrame, *, end: date) -> DataFrame:
     """``product_id, score``: the share of buying customers (up to ``end``) who bought each product."""
-    past = lines.where(F.col("order_date") <= F.lit(end))
+    past = until(lines, end)
     counts = past.groupBy(F.col("item_id").alias(PRODUCT)).agg(F.countDistinct(CUSTOMER).alias("buyers"))
     buyers = past.agg(F.countDistinct(CUSTOMER).alias("all"))
     return counts.crossJoin(F.broadcast(buyers)).select(PRODUCT, (F.col("buyers") / F.col("all")).alias(SCORE))
 
 
-def popular_candidates(customers: DataFrame, popular: DataFrame, *, depth: int) -> DataFrame:
-    """The ``depth`` most popular products, for every customer."""
-    shortlist = popular.orderBy(F.desc(SCORE), PRODUCT).limit(depth)
-    return customers.select(CUSTOMER).crossJoin(F.broadcast(shortlist))
+def popular_candidates(customers: DataFrame, popular: DataFrame, *, n: int, most_bought: int) -> DataFrame:
+    """For each customer, the n + ``bought`` most popular products (``most_bought``: the largest
+    ``bought`` of ``customers``, which bounds the shortlist)."""
+    shortlist = popular.withColumn("_r", F.row_number().over(Window.orderBy(F.desc(SCORE), PRODUCT))).where(
+        F.col("_r") <= n + most_bought)
+    reach = F.col("_r") <= F.lit(n) + F.col(BOUGHT)
+    return customers.join(F.broadcast(shortlist), reach).select(CUSTOMER, PRODUCT, SCORE)
 
 
 def category_candidates(
-    customers: DataFrame, strengths: DataFrame, popular: DataFrame, products: DataFrame, *, depth: int
+    customers: DataFrame, strengths: DataFrame, popular: DataFrame, products: DataFrame, *, n: int, most_bought: int
 ) -> DataFrame:
-    """Popular products of the categories each customer interacted with: score = the customer's share
-    of interaction strength in the category x the product's popularity."""
+    """Popular products of the categories each customer interacted with (the first n + ``bought``
+    of each): score = the customer's share of interaction strength in the category x the
+    product's popularity."""
     categories = products.where(F.col("category").isNotNull()).select(PRODUCT, "category")
     by_category = (
-        strengths.join(customers.select(CUSTOMER), CUSTOMER).join(F.broadcast(categories), PRODUCT)
-        .groupBy(CUSTOMER, "category").agg(F.sum(STRENGTH).alias("w"))
+        strengths.join(customers, CUSTOMER).join(categories, PRODUCT)
+        .groupBy(CUSTOMER, BOUGHT, "category").agg(F.sum(STRENGTH).alias("w"))
         .withColumn("w", F.col("w") / F.sum("w").over(Window.partitionBy(CUSTOMER)))
     )
     shortlist = (
         popular.join(categories, PRODUCT)
-        .withColumn("r", F.row_number().over(Window.partitionBy("category").orderBy(F.desc(SCORE), PRODUCT)))
-        .where(F.col("r") <= depth).drop("r")
+        .withColumn("_r", F.row_number().over(Window.partitionBy("category").orderBy(F.desc(SCORE), PRODUCT)))
+        .where(F.col("_r") <= n + most_bought)
     )
-    return by_category.join(F.broadcast(shortlist), "category").select(CUSTOMER, PRODUCT, (F.col("w") * F.col(SCORE)).alias(SCORE))
+    reach = (by_category["category"] == shortlist["category"]) & (shortlist["_r"] <= F.lit(n) + by_category[BOUGHT])
+    return by_category.join(F.broadcast(shortlist), reach).select(
+        CUSTOMER, PRODUCT, (F.col("w") * F.col(SCORE)).alias(SCORE))
 
 
-def cooccurrence_candidates(lines: DataFrame, customers: DataFrame, *, end: date) -> DataFrame:
+def cooccurrence_candidates(lines: DataFrame, customers: DataFrame, *, end: date, neighbours: int) -> DataFrame:
     """Products bought in the same orders as the customer's purchases up to ``end``: score = the sum,
-    over the products p the customer bought, of P(product | p) among the orders up to ``end``."""
-    past = lines.where(F.col("order_date") <= F.lit(end)).select("basket_id", "item_id")
+    over the products p the customer bought, of P(product | p) among the orders up to ``end``,
+    each p contributing its ``neighbours`` likeliest partners."""
+    past = until(lines, end).select("basket_id", "item_id")
     counts = past.groupBy("item_id").agg(F.count(F.lit(1)).alias("n_i"))
     pairs = (
         past.alias("a").join(past.alias("b"), "basket_id")
@@ -185,16 +206,11 @@ def cooccurrence_candidates(lines: DataFrame, customers: DataFrame, *, end: date
         .agg(F.count(F.lit(1)).alias("n_ij"))
         .join(counts, "item_id")
         .select("item_id", PRODUCT, (F.col("n_ij") / F.col("n_i")).alias("p"))
+        .withColumn("_r", F.row_number().over(Window.partitionBy("item_id").orderBy(F.desc("p"), PRODUCT)))
+        .where(F.col("_r") <= neighbours)
     )
-    history = (lines.where(F.col("order_date") <= F.lit(end)).join(customers.select(CUSTOMER), CUSTOMER)
-               .select(CUSTOMER, "item_id").distinct())
+    history = until(lines, end).join(customers.select(CUSTOMER), CUSTOMER).select(CUSTOMER, "item_id").distinct()
     return history.join(pairs, "item_id").groupBy(CUSTOMER, PRODUCT).agg(F.sum("p").alias(SCORE))
-
-
-def list_depth(seen: DataFrame, customers: DataFrame, n: int) -> int:
-    """``n`` plus the most products one of ``customers`` has bought: how deep candidate lists must reach."""
-    value = seen.join(customers.select(CUSTOMER), CUSTOMER).groupBy(CUSTOMER).count().agg(F.max("count")).first()[0]
-    return n + int(value or 0)
 
 
 # -- lists -----------------------------------------------------------------------------------------

@@ -33,10 +33,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_spark.config import RecommendSettings
+from crm_spark.errors import ConfigError
 from crm_spark.contracts import table
 from crm_spark.contracts.gold import RECOMMENDATION_SOURCES
 from crm_spark.ml.basket import purchase_lines
 from crm_spark.ml.recommend import (
+    BOUGHT,
     CUSTOMER,
     EVENT_KINDS,
     PRODUCT,
@@ -50,13 +52,14 @@ from crm_spark.ml.recommend import (
     fit_als,
     indexed,
     interactions,
-    list_depth,
     popular_candidates,
     popularity,
     product_events,
     ranked,
     ranking_metrics,
     relevant_items,
+    until,
+    with_bought,
 )
 from crm_spark.stages import StageContext, StageResult
 
@@ -67,7 +70,8 @@ ORDERS, ORDER_ITEMS, WEB_EVENTS = "silver.orders", "silver.order_items", "silver
 PRODUCTS, CUSTOMERS = "silver.products", "silver.customers"
 RECOMMENDATIONS = "gold.recommendations"
 PARTITION = "as_of_date"
-BASELINES = ("popularity", "cooccurrence")
+ALS_EXTRA = 200  # ALS ranks n + min(most products one customer bought, this) per customer; the next tier fills the rest
+COOCCURRENCE_NEIGHBOURS = 50  # partners per bought product the co-occurrence baseline sums over
 _SAMPLE_CUSTOMERS = 20  # customers whose lists are logged to MLflow as a sample
 
 
@@ -96,19 +100,22 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     cached = [data.lines, data.customers, *([data.events] if data.events is not None else [])]
     checkpoints = _checkpoint_dir(ctx, cfg)
     try:
+        if data.events is None and cfg.weights.get("purchase", 0.0) <= 0:
+            raise ConfigError("recommend.weights.purchase is 0 and there are no product views or add-to-carts "
+                              "(silver.web_events absent or weighted 0): give purchases a weight")
         if data.lines.isEmpty():
             return StageResult(STAGE, skipped=f"no purchases (completed orders of value above 0) on or before {as_of}")
         notes: list[str] = []
         if data.events is None:
             notes.append("no product views or add-to-carts (silver.web_events absent or weighted 0): ALS learns "
                          "from purchases alone")
-        params, grid = _choose_params(data, cfg, as_of=as_of, cached=cached)
+        params, grid, grid_note = _choose_params(data, cfg, as_of=as_of, cached=cached)
+        notes += [grid_note] if grid_note else []
         holdout, why_not = _evaluate(data, cfg, params, as_of=as_of, cached=cached)
         if why_not:
             notes.append(f"{why_not}: the holdout metrics are not computed")
         started = time.perf_counter()
-        recs = _recommend(data, cfg, params, end=as_of, customers=data.customers, n=cfg.top_n,
-                          cached=cached)
+        recs = _recommend(data, cfg, params, end=as_of, customers=data.customers, n=cfg.top_n, cached=cached).lists
         named = _named(recs, data.products).withColumn(PARTITION, F.lit(as_of).cast("date"))
         named = table(RECOMMENDATIONS).conform(named).cache()
         cached.append(named)
@@ -145,57 +152,78 @@ def _read(ctx: StageContext, as_of: date, cfg: RecommendSettings) -> _Data:
                  ctx.spark.sparkContext.defaultParallelism)
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """The policy's lists and what they were built from (cached), for the baselines to share."""
+
+    lists: DataFrame  # customer_id, product_id, score, rank, source
+    seen: DataFrame  # customer_id, product_id: bought on or before the end date
+    popular: DataFrame  # product_id, score
+    customers: DataFrame  # customer_id, bought
+    most_bought: int
+
+
 def _recommend(
     data: _Data, cfg: RecommendSettings, params: Mapping[str, float], *, end: date, customers: DataFrame, n: int,
     cached: list[DataFrame],
-) -> DataFrame:
+) -> _Policy:
     """The policy, from the data up to ``end``: ALS for customers with enough interactions, popular
     products of their categories for those with fewer, popular products for the rest, each list
-    filled up from the next (``customer_id, product_id, score, rank, source``)."""
+    filled up from the next."""
     strengths = interactions(data.lines, data.events, end=end, weights=cfg.weights)
     ratings = indexed(strengths).cache()
     seen = bought(data.lines, end=end).cache()
     popular = popularity(data.lines, end=end).cache()
-    cached.extend([ratings, seen, popular])
-    rows = ratings.count()
+    who = with_bought(customers, seen).cache()
+    cached.extend([ratings, seen, popular, who])
     model = fit_als(ratings, rank=int(params["rank"]), reg_param=params["reg_param"], alpha=params["alpha"],
-                    max_iter=cfg.max_iter, seed=cfg.seed, blocks=als_blocks(rows, data.parallelism))
-    reach = list_depth(seen, customers, n)
-    touched = ratings.groupBy(CUSTOMER).agg(F.count(F.lit(1)).alias("products")).join(customers, CUSTOMER)
+                    max_iter=cfg.max_iter, seed=cfg.seed, blocks=als_blocks(ratings.count(), data.parallelism))
+    most_bought = int(who.agg(F.max(BOUGHT)).first()[0] or 0)
+    touched = ratings.groupBy(CUSTOMER).agg(F.count(F.lit(1)).alias("products")).join(who, CUSTOMER)
     enough = touched.where(F.col("products") >= cfg.min_interactions)
-    tiers = [("als", als_candidates(model, ratings, enough, depth=reach))]
+    tiers = [("als", als_candidates(model, ratings, enough, depth=n + min(most_bought, ALS_EXTRA)))]
     if data.products is not None:
         tiers.append(("popular_in_category", category_candidates(
-            touched, ratings.select(CUSTOMER, PRODUCT, STRENGTH), popular, data.products, depth=reach)))
-    tiers.append(("popular", popular_candidates(customers, popular, depth=reach)))
-    return ranked(tiers, seen, n=n)
+            touched.select(CUSTOMER, BOUGHT), ratings.select(CUSTOMER, PRODUCT, STRENGTH), popular, data.products,
+            n=n, most_bought=most_bought)))
+    tiers.append(("popular", popular_candidates(who, popular, n=n, most_bought=most_bought)))
+    return _Policy(ranked(tiers, seen, n=n), seen, popular, who, most_bought)
+
+
+def _holdout(data: _Data, *, cutoff: date, end: date, cached: list[DataFrame]) -> tuple[DataFrame | None, str | None]:
+    """The products customers bought new to them in (cutoff, end] (cached), or why there is nothing to measure."""
+    if until(data.lines, cutoff).isEmpty():
+        return None, f"no purchases on or before {cutoff} to train on"
+    relevant = relevant_items(data.lines, after=cutoff, end=end).cache()
+    cached.append(relevant)
+    if relevant.isEmpty():
+        return None, f"no customer bought a product new to them in ({cutoff}, {end}]"
+    return relevant, None
 
 
 def _choose_params(
     data: _Data, cfg: RecommendSettings, *, as_of: date, cached: list[DataFrame]
-) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
-    """The configured ALS parameters; with several combinations, the best NDCG@k one holdout window earlier."""
+) -> tuple[dict[str, float], list[tuple[dict[str, float], float]], str | None]:
+    """The configured ALS parameters; with several combinations, the best NDCG@k one holdout window
+    earlier (and a note when that window has nothing to measure: the first combination is used)."""
     grid = cfg.grid()
     if len(grid) == 1:
-        return grid[0], []
+        return grid[0], [], None
     end = as_of - timedelta(days=cfg.holdout_days)
     cutoff = end - timedelta(days=cfg.holdout_days)
-    relevant = relevant_items(data.lines, after=cutoff, end=end).cache()
-    cached.append(relevant)
-    if relevant.isEmpty():
-        log.warning("[recommend] no purchases in (%s, %s] to choose ALS parameters on: using the first combination",
-                    cutoff, end)
-        return grid[0], []
+    relevant, why_not = _holdout(data, cutoff=cutoff, end=end, cached=cached)
+    if relevant is None:
+        return grid[0], [], f"recommend grid not searched ({why_not}): the first combination {grid[0]} is used"
     scored: list[tuple[dict[str, float], float]] = []
     evaluated = relevant.select(CUSTOMER).distinct()
     for params in grid:
-        recs = _recommend(data, cfg, params, end=cutoff, customers=evaluated, n=cfg.k, cached=cached)
+        recs = _recommend(data, cfg, params, end=cutoff, customers=evaluated, n=cfg.k, cached=cached).lists
         ndcg = ranking_metrics({"als": recs}, relevant, k=cfg.k)["als"]["ndcg_at_k"]
         log.info("[recommend] validation %s..%s: rank %d, reg_param %g, alpha %g: NDCG@%d %.4f", cutoff, end,
                  params["rank"], params["reg_param"], params["alpha"], cfg.k, ndcg)
         scored.append((params, ndcg))
     best = max(scored, key=lambda s: s[1])[0]
-    return best, scored
+    return best, scored, None
 
 
 def _evaluate(
@@ -203,24 +231,19 @@ def _evaluate(
 ) -> tuple[dict[str, dict[str, float]], str | None]:
     """Metrics of the policy and the baselines on purchases in (as_of - holdout_days, as_of], or why none."""
     cutoff = as_of - timedelta(days=cfg.holdout_days)
-    if data.lines.where(F.col("order_date") <= F.lit(cutoff)).isEmpty():
-        return {}, f"no purchases on or before {cutoff} (as-of date less recommend.holdout_days) to train on"
-    relevant = relevant_items(data.lines, after=cutoff, end=as_of).cache()
-    cached.append(relevant)
-    if relevant.isEmpty():
-        return {}, f"no customer bought a product new to them in ({cutoff}, {as_of}]"
+    relevant, why_not = _holdout(data, cutoff=cutoff, end=as_of, cached=cached)
+    if relevant is None:
+        return {}, why_not
     evaluated = relevant.select(CUSTOMER).distinct().cache()
     cached.append(evaluated)
     k = cfg.k
     policy = _recommend(data, cfg, params, end=cutoff, customers=evaluated, n=k, cached=cached)
-    seen = bought(data.lines, end=cutoff)  # cached by _recommend
-    popular = popularity(data.lines, end=cutoff)
-    most_popular = popular_candidates(evaluated, popular, depth=list_depth(seen, evaluated, k))
+    most_popular = popular_candidates(policy.customers, policy.popular, n=k, most_bought=policy.most_bought)
+    together = cooccurrence_candidates(data.lines, evaluated, end=cutoff, neighbours=COOCCURRENCE_NEIGHBOURS)
     lists = {
-        "als": policy,
-        "popularity": ranked([("popular", most_popular)], seen, n=k),
-        "cooccurrence": ranked([("cooccurrence", cooccurrence_candidates(data.lines, evaluated, end=cutoff)),
-                                ("popular", most_popular)], seen, n=k),
+        "als": policy.lists,
+        "popularity": ranked([("popular", most_popular)], policy.seen, n=k),
+        "cooccurrence": ranked([("cooccurrence", together), ("popular", most_popular)], policy.seen, n=k),
     }
     out = ranking_metrics(lists, relevant, k=k)
     log.info("[recommend] holdout %s..%s, %s customers: NDCG@%d ALS %.4f, popularity %.4f, co-occurrence %.4f",
@@ -247,7 +270,11 @@ def _metrics(holdout: Mapping[str, Mapping[str, float]], by_source: Mapping[str,
     metrics: dict[str, float] = {f"customers_{s}": float(n) for s, n in by_source.items()}
     metrics["customers"] = float(sum(by_source.values()))
     row = named.agg(F.countDistinct(PRODUCT).alias("recommended")).first()
-    catalogue = data.lines.select("item_id").distinct().count()
+    if data.products is not None:
+        catalogue = data.products.count()
+    else:  # the products anyone bought or looked at
+        known = data.lines.select(F.col("item_id").alias(PRODUCT))
+        catalogue = (known.union(data.events.select(PRODUCT)) if data.events is not None else known).distinct().count()
     metrics["catalogue_coverage"] = float(row["recommended"]) / catalogue if catalogue else 0.0
     for name, values in holdout.items():
         prefix = "" if name == "als" else f"baseline.{name}."
@@ -257,20 +284,17 @@ def _metrics(holdout: Mapping[str, Mapping[str, float]], by_source: Mapping[str,
     return metrics
 
 
-def _checkpoint_dir(ctx: StageContext, cfg: RecommendSettings) -> str | None:
-    """Give ALS a checkpoint directory (long lineage would overflow the stack); the one this stage
-    set is returned, to be removed afterwards."""
+def _checkpoint_dir(ctx: StageContext, cfg: RecommendSettings) -> str:
+    """Point the application's checkpoints at ``recommend.checkpoint_dir`` (default
+    ``<lake>/_checkpoints``) so ALS can cut its lineage; Spark makes a new subfolder for each call,
+    which is returned, to be removed when the stage ends."""
     sc = ctx.spark.sparkContext
-    if sc.getCheckpointDir():
-        return None
     sc.setCheckpointDir(cfg.checkpoint_dir or f"{ctx.lake.root}/_checkpoints")
-    return sc.getCheckpointDir()
+    return str(sc.getCheckpointDir())
 
 
-def _remove(spark: SparkSession, path: str | None) -> None:
+def _remove(spark: SparkSession, path: str) -> None:
     """Delete the checkpoint files this stage wrote (Spark keeps them for the application's lifetime)."""
-    if not path:
-        return
     jvm = spark.sparkContext._jvm  # noqa: SLF001 - py4j is the only way to reach the Hadoop file system
     target = jvm.org.apache.hadoop.fs.Path(path)
     target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(target, True)  # noqa: SLF001
