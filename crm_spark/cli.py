@@ -292,6 +292,8 @@ _HEADLINE = {
     "segment": ("k", "silhouette", "silhouette_euclidean"),
     "basket": ("baskets", "rules"),
     "churn": ("logistic_regression.roc_auc", "gbt.roc_auc", "baseline.recency.roc_auc", "champion.version"),
+    "recommend": ("ndcg_at_k", "baseline.popularity.ndcg_at_k", "baseline.cooccurrence.ndcg_at_k", "precision_at_k",
+                  "baseline.popularity.precision_at_k"),
 }
 
 

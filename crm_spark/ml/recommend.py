@@ -165,8 +165,10 @@ def popularity(lines: DataFrame, *, end: date) -> DataFrame:
 def popular_candidates(customers: DataFrame, popular: DataFrame, *, n: int, most_bought: int) -> DataFrame:
     """For each customer, the n + ``bought`` most popular products (``most_bought``: the largest
     ``bought`` of ``customers``, which bounds the shortlist)."""
-    shortlist = popular.withColumn("_r", F.row_number().over(Window.orderBy(F.desc(SCORE), PRODUCT))).where(
-        F.col("_r") <= n + most_bought)
+    best = [F.desc(SCORE), F.asc(PRODUCT)]
+    # A few dozen rows after the limit: ranked in one partition on purpose.
+    shortlist = popular.orderBy(*best).limit(n + most_bought).withColumn(
+        "_r", F.row_number().over(Window.partitionBy(F.lit(0)).orderBy(*best)))
     reach = F.col("_r") <= F.lit(n) + F.col(BOUGHT)
     return customers.join(F.broadcast(shortlist), reach).select(CUSTOMER, PRODUCT, SCORE)
 
