@@ -228,6 +228,26 @@ class RecommendSettings(_Section):
         return [{"rank": r, "reg_param": g, "alpha": a} for r in self.rank for g in self.reg_param for a in self.alpha]
 
 
+class ClvSettings(_Section):
+    """Customer lifetime value (stage ``clv``): horizon, model, margin, the BG/NBD baseline's sample.
+
+    For a scoring date D the model is trained on features at T = D - 2 x ``horizon_days`` with the
+    spend of (T, T + horizon] as target, evaluated on features at T' = D - ``horizon_days`` against
+    the spend of (T', D], and scores D; the baselines are measured on the same evaluation rows.
+    """
+
+    horizon_days: int = Field(default=90, ge=7, description="the spend predicted is that of (as_of, as_of + horizon]")
+    model: Literal["gbt", "linear"] = Field(
+        default="gbt", description="both parts of P(buy) x E(spend | buy): GBT trees, or logistic + linear regression")
+    margin: float = Field(default=0.3, gt=0.0, le=1.0, description="gross margin: clv = margin x predicted spend")
+    gbt_max_iter: int = Field(default=20, ge=1)
+    gbt_max_depth: int = Field(default=4, ge=1)
+    seed: int = 7
+    bgnbd_sample: int = Field(default=200_000, ge=100, description="most customers the BG/NBD baseline is fitted on")
+    backfill_features: bool = Field(
+        default=True, description="compute missing gold.customer_features partitions for T, T' and D (false: stop)")
+
+
 class RiskBand(_Section):
     """A churn risk band: customers with ``churn_probability >= min_probability`` (first match wins)."""
 
@@ -531,6 +551,7 @@ class Settings(_Section):
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     churn: ChurnSettings = Field(default_factory=ChurnSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    clv: ClvSettings = Field(default_factory=ClvSettings)
 
     def feeding(self, target: str) -> list[str]:
         """The enabled sources that feed ``silver.<target>``."""

@@ -34,7 +34,8 @@ def test_run_order_puts_every_producer_before_its_readers() -> None:
             maker = producer(table)
             if maker is not None and maker is not spec:
                 assert order.index(maker.name) < order.index(spec.name), (maker.name, spec.name, table)
-    assert [s.name for s in plan(None)] == ["ingest", "refine", "features", "segment", "basket", "churn", "recommend"]
+    assert [s.name for s in plan(None)] == ["ingest", "refine", "features", "segment", "basket", "churn", "recommend",
+                                            "clv"]
     assert [s.name for s in plan(["churn", "ingest", "features"])] == ["ingest", "features", "churn"]
 
 
@@ -44,6 +45,7 @@ def test_dag_edges_are_the_data_dependencies() -> None:
         ("ingest", "refine"), ("refine", "features"), ("refine", "basket"), ("refine", "churn"),
         ("refine", "segment"),  # segment.attributes reads silver.customer_attributes
         ("features", "segment"), ("features", "churn"), ("refine", "recommend"),
+        ("refine", "clv"), ("features", "clv"),
     ])
     dag = (ROOT / "dags" / "crm_spark_daily.py").read_text()
     assert "dependencies(specs)" in dag and "plan(None)" in dag

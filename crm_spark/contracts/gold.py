@@ -260,7 +260,30 @@ RECOMMENDATIONS = Table(
     doc="top-N products per customer per date, best first, never a product the customer bought on or before it",
 )
 
+# -- clv: gold.clv ------------------------------------------------------------------------------------
+# predicted_spend: expected value of the customer's purchases in (as_of_date, as_of_date +
+# horizon_days] = p_purchase x the expected spend if they buy; clv = clv.margin x predicted_spend;
+# value_decile 1 = the tenth of customers with the highest predicted spend.
+
+
+def _clv(t: Table, cc: CheckContext) -> list[Check]:
+    return [
+        Columns(t.columns), *keys(("customer_id",)), *row_count_change(cc),
+        *not_null("predicted_spend", "p_purchase", "clv", "value_decile", "horizon_days", "model_kind"),
+        between("predicted_spend", 0.0), between("p_purchase", 0.0, 1.0), between("clv", 0.0),
+        between("value_decile", 1, 10), in_set("model_kind", ["gbt", "linear"]),
+    ]
+
+
+CLV = Table(
+    "gold.clv",
+    ddl="customer_id string, as_of_date date, predicted_spend double, p_purchase double, clv double, "
+    "value_decile int, horizon_days int, model_kind string",
+    keys=("customer_id", "as_of_date"), partition_by=("as_of_date",), checks=_clv, date_column="as_of_date",
+    doc="one row per customer of gold.customer_features at the date: predicted spend over the horizon and CLV",
+)
+
 register(
     CUSTOMER_FEATURES, CUSTOMER_SEGMENTS, SEGMENT_PROFILES, BASKET_ITEMSETS, BASKET_RULES, CROSS_SELL,
-    CHURN_TRAINING, CHURN_SCORES, RECOMMENDATIONS,
+    CHURN_TRAINING, CHURN_SCORES, RECOMMENDATIONS, CLV,
 )

@@ -272,8 +272,9 @@ STAGES: tuple[StageSpec, ...] = (
               inputs=("silver.orders", "silver.order_items", "silver.web_events", "silver.products", "silver.customers"),
               outputs=("gold.recommendations",), required=lambda s: ["silver.orders", "silver.order_items"],
               as_of_from=("silver.orders",)),
-    StageSpec("clv", "customer lifetime value", None, inputs=("gold.customer_features", "silver.orders"),
-              outputs=("gold.clv",)),
+    StageSpec("clv", "customer lifetime value: predicted spend over a horizon vs naive and BG/NBD baselines",
+              "crm_spark.stages.clv", inputs=("gold.customer_features", "silver.orders", "silver.order_items"),
+              outputs=("gold.clv",), as_of_from=("gold.customer_features",), needs="needed_partitions"),
     StageSpec("report", "self-contained HTML report of the run", None, inputs=("gold.*",), outputs=()),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
