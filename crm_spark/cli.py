@@ -294,6 +294,8 @@ _HEADLINE = {
     "churn": ("logistic_regression.roc_auc", "gbt.roc_auc", "baseline.recency.roc_auc", "champion.version"),
     "recommend": ("ndcg_at_k", "baseline.popularity.ndcg_at_k", "baseline.cooccurrence.ndcg_at_k", "precision_at_k",
                   "baseline.popularity.precision_at_k"),
+    "clv": ("mae", "baseline.last_period.mae", "baseline.bgnbd.mae", "spearman", "baseline.last_period.spearman",
+            "baseline.bgnbd.spearman"),
 }
 
 

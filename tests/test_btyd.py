@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crm_spark.ml.btyd import BgNbd, fit_bgnbd, fit_gamma_gamma
+from crm_spark.ml.btyd import BgNbd, GammaGamma, fit_bgnbd, fit_gamma_gamma
 
 TRUE = BgNbd(r=0.243, alpha=4.414, a=0.793, b=2.426)
 
@@ -52,6 +52,15 @@ def test_bgnbd_recovers_its_parameters_and_predicts_the_holdout() -> None:
     busy = x >= 3
     assert expected[busy].mean() > expected[~busy].mean()
     assert later[busy].mean() > later[~busy].mean()
+
+
+def test_known_answers_of_the_papers() -> None:
+    """Fader, Hardie and Lee (2005), CDNOW: a customer with x = 2, t_x = 30.43, T = 38.86 weeks is
+    expected to make 1.226 purchases in the next 39 weeks; Gamma-Gamma's population mean spend is 35.22."""
+    expected = TRUE.expected_purchases(39.0, np.array([2.0]), np.array([30.43]), np.array([38.86]))
+    assert expected[0] == pytest.approx(1.226, abs=0.001)
+    mean = GammaGamma(p=6.25, q=3.74, v=15.44).expected_value(np.array([0.0]), np.array([0.0]))
+    assert mean[0] == pytest.approx(35.22, abs=0.01)
 
 
 def test_bgnbd_p_alive_is_one_without_repeat_purchases_and_falls_with_silence() -> None:

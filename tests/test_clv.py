@@ -79,6 +79,8 @@ def test_metrics_on_known_answers() -> None:
     assert reversed_order["gini"] < 0 and reversed_order["spearman"] < 0
     flat = regression_metrics(actual, np.full(5, 20.0))
     assert flat["mae"] == pytest.approx(np.mean(np.abs(actual - 20))) and flat["spearman"] == 0.0
+    assert flat["gini"] == pytest.approx(0.0)  # a tie says nothing, in whatever order the rows come
+    assert normalised_gini(actual[::-1], np.zeros(5)) == pytest.approx(0.0)
     assert normalised_gini(actual, np.array([1.0, 2.0, 3.0, 4.0, 5.0])) == pytest.approx(1.0)
     deciles = decile_calibration(np.arange(20.0), np.arange(20.0))
     assert [d["decile"] for d in deciles] == list(range(1, 11))
@@ -97,6 +99,7 @@ def clv_run(e2e) -> tuple[DataFrame, ClvOutcome, dict[str, float]]:  # noqa: ANN
 def test_every_customer_of_the_date_gets_a_value(e2e, clv_run) -> None:  # noqa: ANN001
     clv, outcome, _ = clv_run
     features = e2e.lake.read("gold.customer_features").where(F.col("as_of_date") == F.lit(outcome.dates.score))
+    clv = clv.where(F.col("as_of_date") == F.lit(outcome.dates.score))
 
     assert clv.count() == features.count()
     assert clv.join(features, "customer_id", "left_anti").count() == 0

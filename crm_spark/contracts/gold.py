@@ -263,7 +263,8 @@ RECOMMENDATIONS = Table(
 # -- clv: gold.clv ------------------------------------------------------------------------------------
 # predicted_spend: expected value of the customer's purchases in (as_of_date, as_of_date +
 # horizon_days] = p_purchase x the expected spend if they buy; clv = clv.margin x predicted_spend;
-# value_decile 1 = the tenth of customers with the highest predicted spend.
+# value_decile 1 = the tenth of customers with the highest predicted spend (customers with equal
+# predicted spend share a decile, so deciles can be uneven).
 
 
 def _clv(t: Table, cc: CheckContext) -> list[Check]:

@@ -91,6 +91,8 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbd:  # noqa: 
 
     start = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, 1.0])
     fit = minimize(negative_ll, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-10})
+    if not fit.success:
+        raise ValueError(f"the BG/NBD fit did not converge ({fit.message})")
     r, alpha, a, b = np.exp(fit.x)
     return BgNbd(float(r), float(alpha), float(a), float(b))
 
@@ -112,4 +114,6 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> GammaGamma:
     start = np.log([1.0, 2.0, max(float(np.mean(m)), 1e-3)])
     fit = minimize(negative_ll, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-10})
     p, q, v = np.exp(fit.x)
+    if not fit.success or q <= 1:
+        raise ValueError(f"the Gamma-Gamma fit did not converge to a finite mean spend (q = {q:.3g}; {fit.message})")
     return GammaGamma(float(p), float(q), float(v))

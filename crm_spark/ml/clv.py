@@ -124,7 +124,10 @@ def normalised_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
     the prediction over the Gini of the actual spend ranked by itself (1 = perfect order, 0 = random)."""
 
     def gini(order_by: np.ndarray) -> float:
-        ranked = actual[np.lexsort((np.arange(len(actual)), -order_by))]
+        # Customers tied on the ranking share their mean actual spend, so ties do not depend on row order.
+        _, group = np.unique(-order_by, return_inverse=True)
+        shared = (np.bincount(group, weights=actual) / np.bincount(group))[group]
+        ranked = shared[np.argsort(group, kind="stable")]
         total = ranked.sum()
         if total == 0:
             return 0.0

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from crm_spark.config import ClvSettings, Settings
 from crm_spark.contracts import table
+from crm_spark.errors import SourceError
 from crm_spark.ml import churn as features_ml
 from crm_spark.ml import redundant_features, sized
 from crm_spark.ml.btyd import fit_bgnbd, fit_gamma_gamma
@@ -83,6 +84,11 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
     dates = clv_dates(as_of, cfg)
     log.info("[clv] train as of %s, evaluate as of %s, score as of %s (horizon %d days)", dates.train,
              dates.evaluate, dates.score, cfg.horizon_days)
+    latest = ctx.lake.max_value(ORDERS, "order_date")
+    if latest is None or latest < dates.score:
+        raise SourceError(
+            f"{ORDERS} ends on {latest}: the evaluation target (spend in ({dates.evaluate}, {dates.score}]) needs "
+            f"orders up to {dates.score}; use --as-of {latest} or earlier")
     features = ctx.read(FEATURES)
     values = purchase_values(ctx.read(ORDERS), ctx.read(ORDER_ITEMS),
                              count_zero_value_orders=ctx.settings.features.count_zero_value_orders).cache()
@@ -107,11 +113,12 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         notes = [f"{c} {why}: left out of the model" for c, why in left_out.items()]
         model = fit_two_part(sized(train, n_train), columns, kind=cfg.model, max_iter=cfg.gbt_max_iter,
                              max_depth=cfg.gbt_max_depth, seed=cfg.seed)
-        evaluation, calibration, frame = _evaluate(model, rows(dates.evaluate, target=True), values, dates, cfg)
-        scored = _scored(model, rows(dates.score, target=False), cfg, as_of=as_of).cache()
-        cached.append(scored)
+        evaluation, calibration, frame, baseline_note = _evaluate(model, rows(dates.evaluate, target=True), values,
+                                                                  dates, cfg)
+        notes += [baseline_note] if baseline_note else []
+        scored = _scored(model, rows(dates.score, target=False), cfg, as_of=as_of, cached=cached)
         ctx.publish(CLV_TABLE, scored, partition={PARTITION: as_of})
-        metrics = {f"{m}": v for m, v in evaluation["model"].items()}
+        metrics = dict(evaluation["model"])
         for name in BASELINES:
             metrics.update({f"baseline.{name}.{m}": v for m, v in evaluation[name].items()})
         metrics["evaluated_customers"] = float(len(frame))
@@ -129,8 +136,9 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
 
 
 def _evaluate(model: Any, rows: DataFrame, values: DataFrame, dates: ClvDates, cfg: ClvSettings) -> tuple[
-        dict[str, dict[str, float]], list[dict[str, float]], Any]:
-    """The model and the baselines on the customers of T', against their spend in (T', D] (on the driver)."""
+        dict[str, dict[str, float]], list[dict[str, float]], Any, str | None]:
+    """The model and the baselines on the customers of T', against their spend in (T', D] (on the driver:
+    one row per customer; see the README's limits for bases of tens of millions)."""
     h = cfg.horizon_days
     last = realised_spend(values, after=dates.evaluate - timedelta(days=h), end=dates.evaluate)
     rate = F.col("monetary") / F.greatest(F.col("tenure_days").cast("double"), F.lit(float(h))) * F.lit(float(h))
@@ -144,41 +152,53 @@ def _evaluate(model: Any, rows: DataFrame, values: DataFrame, dates: ClvDates, c
             "historical_rate"), "has_purchase", "x", "t_x", "T", "m")
         .toPandas()
     )
-    frame["bgnbd"] = _bgnbd(frame, horizon=float(h), sample=cfg.bgnbd_sample, seed=cfg.seed)
+    frame = frame.sort_values(CUSTOMER, kind="stable").reset_index(drop=True)  # the same rows, the same order
+    frame["bgnbd"], note = _bgnbd(frame, horizon=float(h), sample=cfg.bgnbd_sample, seed=cfg.seed)
     actual = frame[TARGET].to_numpy()
     evaluation = {"model": regression_metrics(actual, frame[PREDICTED].to_numpy())}
     for name in BASELINES:
         evaluation[name] = regression_metrics(actual, frame[name].to_numpy())
-    return evaluation, decile_calibration(actual, frame[PREDICTED].to_numpy()), frame
+    return evaluation, decile_calibration(actual, frame[PREDICTED].to_numpy()), frame, note
 
 
-def _bgnbd(frame: Any, *, horizon: float, sample: int, seed: int) -> np.ndarray:
+_MIN_BGNBD_BUYERS = 10
+
+
+def _bgnbd(frame: Any, *, horizon: float, sample: int, seed: int) -> tuple[np.ndarray, str | None]:
     """BG/NBD x Gamma-Gamma expected spend over the horizon for the buyers of ``frame`` (0 for customers
-    without a purchase yet: the model starts at the first purchase), fitted on at most ``sample`` buyers."""
+    without a purchase yet: the model starts at the first purchase), fitted on at most ``sample`` buyers
+    (``frame`` sorted by customer, so the sample is reproducible); zeros and a note when it cannot be fitted."""
     buyers = frame["has_purchase"].to_numpy(dtype=bool)
     out = np.zeros(len(frame))
     fit_rows = frame[buyers]
-    if len(fit_rows) < 10:
-        return out
+    if len(fit_rows) < _MIN_BGNBD_BUYERS:
+        return out, f"BG/NBD baseline not fitted: {len(fit_rows)} customers had bought by then (at least {_MIN_BGNBD_BUYERS})"
     if len(fit_rows) > sample:
         fit_rows = fit_rows.sample(n=sample, random_state=seed)
-    purchases = fit_bgnbd(fit_rows["x"].to_numpy(), fit_rows["t_x"].to_numpy(), fit_rows["T"].to_numpy())
-    spend = fit_gamma_gamma(fit_rows["x"].to_numpy(), fit_rows["m"].to_numpy())
+    try:
+        purchases = fit_bgnbd(fit_rows["x"].to_numpy(), fit_rows["t_x"].to_numpy(), fit_rows["T"].to_numpy())
+        spend = fit_gamma_gamma(fit_rows["x"].to_numpy(), fit_rows["m"].to_numpy())
+    except ValueError as exc:
+        return out, f"BG/NBD baseline not fitted: {exc}"
     x, t_x, big_t, m = (frame.loc[buyers, c].to_numpy() for c in ("x", "t_x", "T", "m"))
     out[buyers] = purchases.expected_purchases(horizon, x, t_x, big_t) * spend.expected_value(x, m)
-    return out
+    return out, None
 
 
-def _scored(model: Any, features: DataFrame, cfg: ClvSettings, *, as_of: date) -> DataFrame:
+def _scored(model: Any, features: DataFrame, cfg: ClvSettings, *, as_of: date, cached: list[DataFrame]) -> DataFrame:
+    """``gold.clv`` rows of the scoring date (cached). Customers with equal predicted spend share a decile."""
     scored = predict(model, features).cache()
+    cached.append(scored)
     # Deciles from approximate quantiles (one job, no single-partition sort): above k of the 9 cuts -> decile 10 - k.
     cuts = scored.approxQuantile(PREDICTED, [i / 10 for i in range(1, 10)], 0.001)
     decile = F.lit(10) - sum((F.col(PREDICTED) > F.lit(c)).cast("int") for c in cuts)
-    return table(CLV_TABLE).conform(scored.select(
+    rows = table(CLV_TABLE).conform(scored.select(
         CUSTOMER, F.lit(as_of).cast("date").alias(PARTITION), PREDICTED, P_PURCHASE,
         (F.col(PREDICTED) * F.lit(cfg.margin)).alias("clv"), decile.alias("value_decile"),
         F.lit(cfg.horizon_days).alias("horizon_days"), F.lit(cfg.model).alias("model_kind"),
-    ))
+    )).cache()
+    cached.append(rows)
+    return rows
 
 
 def _log_run(ctx: StageContext, *, as_of: date, cfg: ClvSettings, dates: ClvDates, metrics: dict[str, float],
