@@ -433,7 +433,7 @@ LOG_FILE = DATA / "transaction_log" / "cdnow" / "CDNOW_sample.txt"
 def transaction_log(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
     """Every stage a log of (customer, date, amount) can feed: basket has nothing to mine in it."""
     return run_example(spark, "transaction_log", tmp_path_factory.mktemp("cdnow") / "lake", results=LOG_RESULTS,
-                       stages=("ingest", "refine", "features", "segment", "churn"))
+                       stages=("ingest", "refine", "features", "segment", "churn", "clv"))
 
 
 def _log_lines() -> list[tuple[str, str, float]]:
@@ -479,6 +479,21 @@ def test_transaction_log_feeds_segments_and_churn(spark: SparkSession, transacti
     assert churn.rows["train"] > 0 and churn.rows["eval"] > 0 and 0 < churn.churn_rate["eval"] < 1
     assert transaction_log.read("gold.churn_scores").count() == buyers
     assert churn.metrics["logistic_regression"]["roc_auc"] > churn.baseline_recency_roc_auc - 0.1
+
+
+def test_transaction_log_feeds_clv(spark: SparkSession, transaction_log: Lake) -> None:
+    """The log's last day is the scoring date: the model learns at D - 180 days, is measured at D - 90."""
+    buyers = len({c for c, _, a in _log_lines() if a > 0})
+    result = LOG_RESULTS["clv"]
+    dates = result.outcome.dates
+    assert (dates.train.isoformat(), dates.evaluate.isoformat(), dates.score.isoformat()) == (
+        "1998-01-01", "1998-04-01", "1998-06-30")
+    rows = transaction_log.read("gold.clv").collect()
+    assert len(rows) == buyers
+    assert {r["value_decile"] for r in rows} <= set(range(1, 11)) and len({r["value_decile"] for r in rows}) > 1
+    assert all(r["predicted_spend"] >= 0 and r["clv"] == pytest.approx(0.3 * r["predicted_spend"]) for r in rows)
+    assert set(result.outcome.evaluation) == {"model", "last_period", "historical_rate", "bgnbd"}
+    assert result.metrics["evaluated_customers"] == buyers and result.mlflow_run_id
 
 
 # -- baskets ------------------------------------------------------------------------------
