@@ -247,7 +247,7 @@ def _run(
     results: list[StageResult] = []
     try:
         for name in names:
-            results.append(run_stage(ctx, name, entry=entry))
+            results.append(run_stage(ctx, name, entry=entry, keep_going=len(names) > 1))
     finally:
         finish_run(ctx)
         _summary(sys.stdout, results, time.perf_counter() - started, pending=pending)
@@ -284,7 +284,18 @@ def _summary(out: TextIO, results: list[StageResult], seconds: float, *, pending
             print(f"  note [{r.stage}]: {note}", file=out)
     if pending:
         print(f"  not built yet: {', '.join(pending)}", file=out)
+    report = next((r.outcome for r in results if r.stage == "report" and r.outcome is not None), None)
+    if report is not None:
+        if report.quarantine_by_table:
+            print(f"  quarantine: {sum(report.quarantine_by_table.values()):,} rows in all ("
+                  + ", ".join(f"{t} {n:,}" for t, n in report.quarantine_by_table.items()) + ")", file=out)
+            reasons = list(report.quarantine_by_reason.items())
+            more = f", and {len(reasons) - _REASONS_SHOWN} more reasons (see the report)" if len(reasons) > _REASONS_SHOWN else ""
+            print("  quarantine by reason: " + ", ".join(f"{k} {n:,}" for k, n in reasons[:_REASONS_SHOWN]) + more, file=out)
+        print(f"Report: {report.path}", file=out)
 
+
+_REASONS_SHOWN = 10  # quarantine reasons in the summary, most rows first (the report lists them all)
 
 # The numbers each stage's summary line shows (a model metric beside its baseline).
 _HEADLINE = {

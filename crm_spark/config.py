@@ -248,6 +248,16 @@ class ClvSettings(_Section):
         default=True, description="compute missing gold.customer_features partitions for T, T' and D (false: stop)")
 
 
+class ReportSettings(_Section):
+    """The HTML report (stage ``report``): how many rows its tables show and how many customers its
+    distributions are drawn from."""
+
+    top_rows: int = Field(default=10, ge=1, le=100, description="rows of each top-N table (rules, at-risk customers, ...)")
+    sample_customers: int = Field(
+        default=100_000, ge=1_000, description="most customers drawn (at random, seeded) for the distribution figures")
+    seed: int = 7
+
+
 class RiskBand(_Section):
     """A churn risk band: customers with ``churn_probability >= min_probability`` (first match wins)."""
 
@@ -552,6 +562,7 @@ class Settings(_Section):
     churn: ChurnSettings = Field(default_factory=ChurnSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     clv: ClvSettings = Field(default_factory=ClvSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     def feeding(self, target: str) -> list[str]:
         """The enabled sources that feed ``silver.<target>``."""

@@ -225,6 +225,31 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
+    # -- reading runs back (the report) -------------------------------------------------------
+    def find_run(self, stage: str, *, run_id: str | None = None, as_of: date | None = None) -> Any | None:
+        """The run ``run_id``, else the latest run of ``stage`` tagged with ``as_of`` (None: none logged)."""
+        client = self.client
+        if run_id:
+            return client.get_run(run_id)
+        experiment = client.get_experiment_by_name(f"{self.settings.tracking.experiment_prefix}/{stage}")
+        if experiment is None:
+            return None
+        query = f"tags.`crm_spark.as_of` = '{as_of.isoformat()}'" if as_of is not None else ""
+        runs = client.search_runs([experiment.experiment_id], filter_string=query,
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def figures(self, run_id: str) -> dict[str, bytes]:
+        """The PNG figures a run logged (``figures/*.png``), by file name."""
+        from mlflow.artifacts import download_artifacts
+
+        if not any(f.path.endswith(".png") for f in self.client.list_artifacts(run_id, "figures")):
+            return {}
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in a job's log
+        with tempfile.TemporaryDirectory(prefix="crm_spark_figures_") as tmp:
+            local = Path(download_artifacts(run_id=run_id, artifact_path="figures", dst_path=tmp, tracking_uri=self.uri))
+            return {p.name: p.read_bytes() for p in sorted(local.glob("*.png"))}
+
     # -- model registry ---------------------------------------------------------------------
     def model_by_alias(self, registered_model: str, alias: str) -> tuple[int, Any] | None:
         """The version ``alias`` points at and its Spark model, or None when the alias is unset."""

@@ -35,7 +35,7 @@ def spark(settings: Settings):
 # -- the one end-to-end run shared by the end-to-end tests ----------------------------------------
 E2E_START, E2E_END = date(2024, 1, 1), date(2025, 6, 30)
 E2E_CUSTOMERS, E2E_SEED, E2E_DIRTY_RATE = 2000, 7, 0.01
-E2E_STAGES = ("ingest", "refine", "features", "segment", "basket", "churn", "recommend", "clv")
+E2E_STAGES = ("ingest", "refine", "features", "segment", "basket", "churn", "recommend", "clv", "report")
 # Churn as the planted-signal test measured it: a quick train/validation split and the GBT challenger.
 E2E_CHURN = ChurnSettings(
     horizon_days=90, tuning="tvs", reg_params=(0.001, 0.01), elastic_net_params=(0.0,), challenger="gbt",

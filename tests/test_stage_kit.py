@@ -35,7 +35,7 @@ def test_run_order_puts_every_producer_before_its_readers() -> None:
             if maker is not None and maker is not spec:
                 assert order.index(maker.name) < order.index(spec.name), (maker.name, spec.name, table)
     assert [s.name for s in plan(None)] == ["ingest", "refine", "features", "segment", "basket", "churn", "recommend",
-                                            "clv"]
+                                            "clv", "report"]
     assert [s.name for s in plan(["churn", "ingest", "features"])] == ["ingest", "features", "churn"]
 
 
@@ -46,6 +46,8 @@ def test_dag_edges_are_the_data_dependencies() -> None:
         ("refine", "segment"),  # segment.attributes reads silver.customer_attributes
         ("features", "segment"), ("features", "churn"), ("refine", "recommend"),
         ("refine", "clv"), ("features", "clv"),
+        # the report reads every layer, so it runs last
+        *[(up, "report") for up in ("ingest", "refine", "features", "segment", "basket", "churn", "recommend", "clv")],
     ])
     dag = (ROOT / "dags" / "crm_spark_daily.py").read_text()
     assert "dependencies(specs)" in dag and "plan(None)" in dag

@@ -143,6 +143,7 @@ class StageContext:
     _pins: dict[str, int] = field(default_factory=dict)
     _writes: list[WriteResult] = field(default_factory=list)
     _quality: list[Any] = field(default_factory=list)
+    history: list[StageResult] = field(default_factory=list)  # the results of this run's stages so far, in order
 
     @cached_property
     def gate(self) -> Gate:
@@ -275,7 +276,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("clv", "customer lifetime value: predicted spend over a horizon vs naive and BG/NBD baselines",
               "crm_spark.stages.clv", inputs=("gold.customer_features", "silver.orders", "silver.order_items"),
               outputs=("gold.clv",), as_of_from=("gold.customer_features",), needs="needed_partitions"),
-    StageSpec("report", "self-contained HTML report of the run", None, inputs=("gold.*",), outputs=()),
+    StageSpec("report", "self-contained HTML report of the run: data, quality, every model beside its baselines",
+              "crm_spark.stages.report", inputs=("bronze.*", "silver.*", "quarantine.*", "gold.*"), outputs=(),
+              required=lambda s: [], dated=False),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -349,8 +352,12 @@ def stage_table() -> str:
 
 
 # -- the runner ------------------------------------------------------------------------------------
-def run_stage(ctx: StageContext, name: str, entry: str = "run") -> StageResult:
-    """Run one stage (or another of its entry points): inputs checked, as-of resolved, timed."""
+def run_stage(ctx: StageContext, name: str, entry: str = "run", *, keep_going: bool = False) -> StageResult:
+    """Run one stage (or another of its entry points): inputs checked, as-of resolved, timed.
+
+    ``keep_going`` (a run of several stages): a stage that stops on its data (a :class:`SourceError`,
+    e.g. a history too short for churn's evaluation date) is recorded as skipped with that message,
+    so the stages after it still run; alone, the error is raised (exit code 4)."""
     spec = stage(name)
     fn = spec.load(entry)
     started = time.perf_counter()
@@ -363,10 +370,16 @@ def run_stage(ctx: StageContext, name: str, entry: str = "run") -> StageResult:
         if as_of is None:
             result = StageResult(name, skipped=f"{' / '.join(spec.as_of_from)} hold no dated rows and no --as-of was given")
     if result is None:
-        backfill_notes = _ensure_partitions(ctx, spec, as_of, entry) if as_of is not None and spec.needs else ()
-        result = fn(ctx, as_of) if spec.dated else fn(ctx)
-        result = replace(result, notes=(*backfill_notes, *result.notes))
+        try:
+            backfill_notes = _ensure_partitions(ctx, spec, as_of, entry) if as_of is not None and spec.needs else ()
+            result = fn(ctx, as_of) if spec.dated else fn(ctx)
+            result = replace(result, notes=(*backfill_notes, *result.notes))
+        except SourceError as exc:
+            if not keep_going:
+                raise
+            result = StageResult(name, skipped=f"could not run on this data: {exc}")
     result = _recorded(ctx, result, name, as_of=as_of, started=started)
+    ctx.history.append(result)
     if result.skipped:
         log.info("[%s] skipped: %s", name, result.skipped)
     for w in result.writes:

@@ -177,6 +177,7 @@ def _log_run(ctx: StageContext, *, as_of: date, cfg: BasketSettings, metrics: Ma
 def _rules_figure(rules: Any, cfg: BasketSettings, *, total: int) -> Any:
     """Support vs confidence of each rule, coloured by lift: where the useful rules sit."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter, PercentFormatter
 
     fig = Figure(figsize=(7.5, 5.0))
     ax = fig.subplots()
@@ -188,6 +189,9 @@ def _rules_figure(rules: Any, cfg: BasketSettings, *, total: int) -> Any:
     else:
         ax.text(0.5, 0.5, "no rules at these thresholds", ha="center", va="center", transform=ax.transAxes)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("support (share of baskets, log scale)")
     ax.set_ylabel("confidence")
     ax.set_title(

@@ -238,6 +238,7 @@ def _calibration_figure(calibration: list[dict[str, float]], cfg: ClvSettings) -
 
 def _scatter_figure(frame: Any, cfg: ClvSettings) -> Any:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig = Figure(figsize=(6.0, 5.0))
     ax = fig.subplots()
@@ -246,6 +247,9 @@ def _scatter_figure(frame: Any, cfg: ClvSettings) -> Any:
     ax.plot([1, top], [1, top], color="grey", linewidth=1, label="predicted = actual")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"predicted spend over {cfg.horizon_days} days + 1 (log scale)")
     ax.set_ylabel(f"actual spend over {cfg.horizon_days} days + 1 (log scale)")
     ax.set_title(f"Predicted vs actual spend, {len(frame):,} customers", fontsize=10)
