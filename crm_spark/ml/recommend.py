@@ -32,6 +32,7 @@ from pyspark.ml.feature import StringIndexer
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, StructField, StructType
 
 CUSTOMER, PRODUCT, STRENGTH, SCORE, RANK = "customer_id", "product_id", "strength", "score", "rank"
 USER, ITEM = "user_ix", "item_ix"
@@ -165,10 +166,12 @@ def popularity(lines: DataFrame, *, end: date) -> DataFrame:
 def popular_candidates(customers: DataFrame, popular: DataFrame, *, n: int, most_bought: int) -> DataFrame:
     """For each customer, the n + ``bought`` most popular products (``most_bought``: the largest
     ``bought`` of ``customers``, which bounds the shortlist)."""
-    best = [F.desc(SCORE), F.asc(PRODUCT)]
-    # A few dozen rows after the limit: ranked in one partition on purpose.
-    shortlist = popular.orderBy(*best).limit(n + most_bought).withColumn(
-        "_r", F.row_number().over(Window.partitionBy(F.lit(0)).orderBy(*best)))
+    # A few dozen rows: ranked on the driver (a window over them would move them to one partition
+    # with a warning from Spark each time).
+    top = popular.orderBy(F.desc(SCORE), F.asc(PRODUCT)).limit(n + most_bought).collect()
+    shortlist = popular.sparkSession.createDataFrame(
+        [(row[PRODUCT], row[SCORE], rank) for rank, row in enumerate(top, start=1)],
+        StructType([popular.schema[PRODUCT], popular.schema[SCORE], StructField("_r", IntegerType(), False)]))
     reach = F.col("_r") <= F.lit(n) + F.col(BOUGHT)
     return customers.join(F.broadcast(shortlist), reach).select(CUSTOMER, PRODUCT, SCORE)
 
@@ -185,12 +188,13 @@ def category_candidates(
         .groupBy(CUSTOMER, BOUGHT, "category").agg(F.sum(STRENGTH).alias("w"))
         .withColumn("w", F.col("w") / F.sum("w").over(Window.partitionBy(CUSTOMER)))
     )
-    shortlist = (
+    shortlist = (  # its own column name: both sides derive from `categories`, an ambiguous self-join otherwise
         popular.join(categories, PRODUCT)
         .withColumn("_r", F.row_number().over(Window.partitionBy("category").orderBy(F.desc(SCORE), PRODUCT)))
         .where(F.col("_r") <= n + most_bought)
+        .withColumnRenamed("category", "_category")
     )
-    reach = (by_category["category"] == shortlist["category"]) & (shortlist["_r"] <= F.lit(n) + by_category[BOUGHT])
+    reach = (F.col("category") == F.col("_category")) & (F.col("_r") <= F.lit(n) + F.col(BOUGHT))
     return by_category.join(F.broadcast(shortlist), reach).select(
         CUSTOMER, PRODUCT, (F.col("w") * F.col(SCORE)).alias(SCORE))
 

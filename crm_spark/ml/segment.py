@@ -32,6 +32,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.util import inheritable_thread_target
 
 Algorithm = Literal["kmeans", "bisecting", "gmm"]
 ALGORITHMS: tuple[str, ...] = ("kmeans", "bisecting", "gmm")
@@ -337,9 +338,10 @@ def select_k(
         return model, clustering_metrics(model.transform(prepared), moments=moments[(k, best)])
 
     with ThreadPoolExecutor(max_workers=1 if algorithm == "gmm" else parallelism) as pool:
-        fitted = dict(zip(attempts, pool.map(fit, attempts), strict=True))
+        # inheritable: the driver threads' jobs keep the caller's job group (the stage's)
+        fitted = dict(zip(attempts, pool.map(inheritable_thread_target(fit), attempts), strict=True))
         moments = dict(zip(attempts, fit_moments(prepared, [fitted[a] for a in attempts]), strict=True))
-        kept = dict(zip(ks, pool.map(keep, ks), strict=True))
+        kept = dict(zip(ks, pool.map(inheritable_thread_target(keep), ks), strict=True))
     models = {k: model for k, (model, _) in kept.items()}
     metrics = {k: m for k, (_, m) in kept.items()}
     k = choose_k(metrics, silhouette_tolerance=silhouette_tolerance, min_cluster_share=min_cluster_share)

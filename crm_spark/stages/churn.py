@@ -45,6 +45,7 @@ from pyspark.errors import AnalysisException, IllegalArgumentException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.util import inheritable_thread_target
 
 from crm_spark.config import ChurnSettings, Settings
 from crm_spark.contracts import table
@@ -370,7 +371,7 @@ def _fit_candidates(
 
     fits = [logistic] + ([challenger] if cfg.challenger == "gbt" else [])
     with ThreadPoolExecutor(max_workers=len(fits)) as pool:
-        return list(pool.map(lambda fit: fit(), fits))
+        return list(pool.map(lambda fit: fit(), [inheritable_thread_target(f) for f in fits]))  # keep the job group
 
 
 def _evaluate(

@@ -119,8 +119,8 @@ def run(ctx: StageContext, as_of: date) -> StageResult:
         named = _named(recs, data.products).withColumn(PARTITION, F.lit(as_of).cast("date"))
         named = table(RECOMMENDATIONS).conform(named).cache()
         cached.append(named)
+        by_source = _customers_by_source(named)  # computes the lists into the cache, before the gate reads them
         ctx.publish(RECOMMENDATIONS, named, partition={PARTITION: as_of})
-        by_source = _customers_by_source(named)
         log.info("[recommend] %s customers: %s (%.1fs)", f"{sum(by_source.values()):,}",
                  ", ".join(f"{n:,} {s}" for s, n in by_source.items()), time.perf_counter() - started)
         metrics = _metrics(holdout, by_source, named, data)
