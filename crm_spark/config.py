@@ -14,12 +14,13 @@ import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from crm_spark.errors import ConfigError
+from crm_spark.sqlcheck import check_expression
 
 DEFAULT_ENV = "local"
 ENV_VAR_ENV = "CRM_SPARK_ENV"
@@ -450,6 +451,10 @@ ATTRIBUTE_KEYS = ("customer_id", "snapshot_date")
 _RESERVED_ATTRIBUTE_NAMES = (*ATTRIBUTE_KEYS, "attribute", "value", "kind")
 
 
+# A Spark SQL expression from config: only allowlisted functions, no subquery (crm_spark/sqlcheck.py).
+SqlExpression = Annotated[str, AfterValidator(check_expression)]
+
+
 class TargetMapping(_Section):
     """How one raw source feeds one silver table.
 
@@ -459,9 +464,9 @@ class TargetMapping(_Section):
     expression into one row per element, available to ``columns`` as ``_item`` (and ``_pos``).
     """
 
-    columns: dict[str, str] = Field(default_factory=dict)
-    filter: str | None = Field(default=None, description="keep only rows where this SQL expression is true")
-    explode: str | None = None
+    columns: dict[str, SqlExpression] = Field(default_factory=dict)
+    filter: SqlExpression | None = Field(default=None, description="keep only rows where this SQL expression is true")
+    explode: SqlExpression | None = None
     collapse: bool = Field(
         default=False,
         description="several source rows per key are expected (invoice lines -> orders): keep one, quarantine none",
@@ -534,6 +539,12 @@ class RefineSettings(_Section):
     max_reject_share: float = Field(
         default=0.2, ge=0, le=1, description="gate: a batch with more quarantined rows than this share stops refine"
     )
+    earliest_date: date = Field(
+        default=date(1900, 1, 1), description="a date or time before this is quarantined as implausible_<column>"
+    )
+    future_tolerance_days: int = Field(
+        default=1, ge=0, description="a date or time later than its ingest time plus this many days is implausible_<column>"
+    )
 
 
 class Settings(_Section):
@@ -605,13 +616,23 @@ class Settings(_Section):
         return _mask(self.model_dump(mode="json"), self)
 
 
-def _mask(dumped: Any, model: Any) -> Any:
-    if isinstance(model, SecretStr):
+# A key naming a secret, wherever it sits (``spark.conf``'s ``fs.s3a.secret.key``,
+# ``spark.hadoop.fs.azure.account.key.<account>``, a ``password`` or ``token`` option): its value
+# is masked even when the model types it as a plain string.
+SECRET_KEY_PATTERN = re.compile(
+    r"(secret|passw(or)?d|pwd|token|credential|private|api[._-]?key|access[._-]?key|account[._-]?key|"
+    r"\bsas\b|signature|auth)",
+    re.IGNORECASE,
+)
+
+
+def _mask(dumped: Any, model: Any, key: str = "") -> Any:
+    if isinstance(model, SecretStr) or (key and SECRET_KEY_PATTERN.search(key) and dumped not in (None, "")):
         return "***"
     if isinstance(model, BaseModel):
-        return {k: _mask(dumped[k], getattr(model, k)) for k in dumped}
+        return {k: _mask(dumped[k], getattr(model, k), k) for k in dumped}
     if isinstance(model, Mapping):
-        return {k: _mask(dumped[k], model[k]) for k in dumped}
+        return {k: _mask(dumped[k], model[k], str(k)) for k in dumped}
     return dumped
 
 

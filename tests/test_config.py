@@ -253,6 +253,29 @@ def test_public_dict_masks_secrets(tmp_path: Path) -> None:
     assert public["spark"]["conf"]["spark.sql.shuffle.partitions"] == 8
 
 
+def test_public_dict_masks_values_whose_key_names_a_secret(tmp_path: Path) -> None:
+    # spark.conf is typed as plain strings: a secret there is recognised by its key.
+    conf = project(
+        tmp_path,
+        dev="spark:\n  conf:\n    spark.hadoop.fs.s3a.secret.key: ${SECRET}\n    spark.hadoop.fs.s3a.access.key: AKIA123\n"
+        "    spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net: azkey\n"
+        "    spark.hadoop.fs.s3a.session.token: tok\n    spark.hadoop.javax.jdo.option.ConnectionPassword: pw\n"
+        "    spark.hadoop.fs.s3a.endpoint: http://127.0.0.1:9000\n",
+    )
+
+    settings = load_settings(config_file=conf / "dev.yaml", environ={"SECRET": "s3cr3t-value"})
+    public = settings.public_dict()["spark"]["conf"]
+
+    masked = {k for k, v in public.items() if v == "***"}
+    assert masked == {"spark.hadoop.fs.s3a.secret.key", "spark.hadoop.fs.s3a.access.key",
+                      "spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net",
+                      "spark.hadoop.fs.s3a.session.token", "spark.hadoop.javax.jdo.option.ConnectionPassword"}
+    assert public["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    for secret in ("s3cr3t-value", "AKIA123", "azkey", "tok", "pw"):
+        assert f"'{secret}'" not in repr(settings.public_dict())
+    assert settings.spark.conf["spark.hadoop.fs.s3a.secret.key"] == "s3cr3t-value"  # the session still gets it
+
+
 # -- config keys that name columns are checked against the table contracts ------------------
 @pytest.mark.parametrize(
     ("overlay", "key", "hint"),

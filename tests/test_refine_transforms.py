@@ -11,6 +11,7 @@ from collections import Counter
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any
 
 import pytest
@@ -784,3 +785,39 @@ def test_to_silver_writes_exactly_the_silver_contract(spark: SparkSession) -> No
         "line_amount string, _ingest_batch_id string, _source_file string",
     ).select(*(F.col(f.name).cast(f.dataType) for f in table("silver.order_items").schema.fields))
     assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_validate_quarantines_implausible_dates_relative_to_the_ingest_time(spark: SparkSession) -> None:
+    # issue 17: orders dated 1800 and 2999 reached silver, and one moved the default as-of date to 2999.
+    base = {"customer_id": "C1", "status": "completed"}
+    rows = [
+        {**base, "order_id": "O1", "order_ts": "1800-01-01 10:00:00"},
+        {**base, "order_id": "O2", "order_ts": "2999-12-31 10:00:00"},
+        {**base, "order_id": "O3", "order_ts": "2024-03-02 10:00:00"},  # within a day of the ingest time
+        {**base, "order_id": "O4", "order_ts": "2024-03-05 10:00:00"},  # four days after it
+        {**base, "order_id": "O5", "order_ts": "1950-06-01"},
+    ]
+    df = conformed(spark, "orders", rows).withColumn("_ingested_at", F.lit("2024-03-01 12:00:00").cast("timestamp"))
+    actual = reasons_of(R.validate(df, target="orders", timestamp_formats=FORMATS), "order_id")
+    expected = expected_reasons(spark, "order_id", [
+        ("O1", ["implausible_order_ts"]), ("O2", ["implausible_order_ts"]), ("O3", []),
+        ("O4", ["implausible_order_ts"]), ("O5", []),
+    ])
+    assert_same(actual, expected)
+    stricter = R.validate(df, target="orders", timestamp_formats=FORMATS, earliest=date(2000, 1, 1), future_days=7)
+    expected = expected_reasons(spark, "order_id", [
+        ("O1", ["implausible_order_ts"]), ("O2", ["implausible_order_ts"]), ("O3", []), ("O4", []),
+        ("O5", ["implausible_order_ts"]),
+    ])
+    assert_same(reasons_of(stricter, "order_id"), expected)
+
+
+def test_validate_without_an_ingest_time_measures_from_now(spark: SparkSession) -> None:
+    base = {"signup_date": "2024-01-05", "updated_at": "2024-01-05 09:00:00"}
+    rows = [{**base, "customer_id": "C1", "birth_date": "1890-05-01"},
+            {**base, "customer_id": "C2", "birth_date": "2999-01-01"},
+            {**base, "customer_id": "C3", "birth_date": "1990-05-01"}]
+    df = conformed(spark, "customers", rows)
+    reasons = {r["customer_id"]: r[R.REASONS] for r in
+               R.validate(df, target="customers", timestamp_formats=FORMATS).select("customer_id", R.REASONS).collect()}
+    assert reasons == {"C1": ["implausible_birth_date"], "C2": ["implausible_birth_date"], "C3": []}

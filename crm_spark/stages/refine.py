@@ -141,6 +141,8 @@ def refine_pair(
         defaults=_scoped(settings.refine.missing, target),
         country_aliases=settings.refine.country_aliases,
         attribute_kinds=settings.attributes,
+        earliest=settings.refine.earliest_date,
+        future_days=settings.refine.future_tolerance_days,
     )
     # Referenced tables at their latest version: customers refined a moment ago count as known.
     known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}

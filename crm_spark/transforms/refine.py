@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from datetime import date
 from functools import reduce
 from typing import Any
 
@@ -31,6 +32,11 @@ RAW = "_raw"
 SOURCE_HASH = "_source_hash"  # of the whole source line (every column the file has, mapped or not)
 CORRUPT = "_corrupt_record"
 LINEAGE = ("_ingest_batch_id", "_source_file")
+INGESTED_AT = "_ingested_at"
+# Dates and times outside [EARLIEST_PLAUSIBLE, ingest time + FUTURE_TOLERANCE_DAYS] are quarantined
+# (refine.earliest_date, refine.future_tolerance_days).
+EARLIEST_PLAUSIBLE = date(1900, 1, 1)
+FUTURE_TOLERANCE_DAYS = 1
 NULL_TOKENS = ("", "n/a", "na", "null", "none", "nan", "-", "?")
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 # A run of 8+ digits/separators, not inside a longer token, and not an ISO date or timestamp.
@@ -83,7 +89,8 @@ def conform(
             cols.append(F.lit(None).cast("string").alias(name))
     corrupt = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
     extra = [] if collapse else [source_hash(bronze, exploded=bool(explode)).alias(SOURCE_HASH)]
-    out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE), *extra)
+    ingested = [F.col(INGESTED_AT)] if INGESTED_AT in df.columns else []  # plausible dates are relative to it
+    out = df.select(*cols, corrupt.alias(CORRUPT), *(F.col(c) for c in LINEAGE), *ingested, *extra)
     if collapse:
         spec = contract(target)
         order = []
@@ -197,8 +204,14 @@ def validate(
     defaults: Mapping[str, str] | None = None,
     country_aliases: Mapping[str, str] | None = None,
     attribute_kinds: Mapping[str, str] | None = None,
+    earliest: date = EARLIEST_PLAUSIBLE,
+    future_days: int = FUTURE_TOLERANCE_DAYS,
 ) -> DataFrame:
     """Typed target columns + ``_dq_reasons`` (empty array = accepted). One row per input row.
+
+    A date or time before ``earliest``, or later than the row's ingest time (``_ingested_at``,
+    else now) plus ``future_days``, is ``implausible_<column>``: an order dated 1800 or 2999 would
+    otherwise reach silver and move every default as-of date.
 
     ``customer_attributes`` rows also get ``kind`` and their value parsed into the column of its
     kind (``attribute_kinds``: name -> numeric | categorical | boolean | date); a present value
@@ -224,6 +237,8 @@ def validate(
     raw_struct = F.struct(*[F.col(f.name) for f in spec.fields]).alias(RAW)
     typed = conformed.select(*parsed, *passthrough, raw_struct)
 
+    ingested = F.col(INGESTED_AT) if INGESTED_AT in conformed.columns else F.current_timestamp()
+    latest = ingested + F.make_dt_interval(F.lit(future_days))
     reasons: list[Column] = [F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_line"))]
     for f in spec.fields:
         value, present = F.col(f.name), F.col(f"_present_{f.name}")
@@ -237,6 +252,8 @@ def validate(
             reasons.append(F.when(value.isNotNull() & below, F.lit(f"out_of_range_{f.name}")))
         if f.high is not None:
             reasons.append(F.when(value.isNotNull() & (value > F.lit(f.high)), F.lit(f"out_of_range_{f.name}")))
+        if f.kind in ("date", "timestamp"):
+            reasons.append(F.when(_implausible(value, f.kind, latest, earliest), F.lit(f"implausible_{f.name}")))
     extra: list[Column] = []
     if target == ATTRIBUTES:
         typed, extra = _typed_attributes(typed, attribute_kinds or {}, timestamp_formats)
@@ -246,6 +263,12 @@ def validate(
     return typed.select(
         *(F.col(f.name) for f in spec.fields), *extra, *passthrough, F.col(RAW), codes.alias(REASONS)
     )
+
+
+def _implausible(value: Column, kind: str, latest: Column, earliest: date) -> Column:
+    if kind == "date":
+        return value.isNotNull() & ((value < F.lit(earliest)) | (value > F.to_date(latest)))
+    return value.isNotNull() & ((value < F.lit(earliest).cast("timestamp")) | (value > latest))
 
 
 _ATTRIBUTE_FIELD_KINDS = {"numeric": "double", "categorical": "string", "boolean": "bool", "date": "date"}
