@@ -41,6 +41,15 @@ class PathsSettings(_Section):
     lake: str = Field(description="root URI of the lakehouse (bronze/, silver/, gold/, ...)")
 
 
+class SmallInputs(_Section):
+    """Spark settings for a stage whose input tables are small (measured from the Delta log)."""
+
+    max_bytes: int | None = Field(
+        default=None, ge=0, description="a stage whose input tables hold fewer bytes than this runs with `conf`; null: never"
+    )
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
 class SparkSettings(_Section):
     """Everything the session factory needs; nothing else builds a SparkSession."""
 
@@ -50,6 +59,7 @@ class SparkSettings(_Section):
     app_name: str = "crm-spark"
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    small_inputs: SmallInputs = Field(default_factory=lambda: SmallInputs())
 
 
 class LakeSettings(_Section):

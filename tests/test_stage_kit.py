@@ -191,3 +191,44 @@ def test_model_stages_record_their_input_versions(e2e: EndToEnd, name: str) -> N
     result = e2e.results[name]
     assert result.inputs and all(isinstance(v, int) and v >= 0 for v in result.inputs.values())
     assert result.as_of == date(2025, 6, 30)
+
+
+@pytest.mark.parametrize(("limit", "small"), [(10**9, True), (0, False), (None, False)])
+def test_a_stage_with_small_inputs_runs_with_the_small_input_settings(
+    spark: SparkSession, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None,
+    small: bool,
+) -> None:
+    """spark.small_inputs: below max_bytes (inputs measured from the Delta log) the stage runs
+    with its conf; the session's own values are back once the stage ends."""
+    from crm_spark.config import SmallInputs, SparkSettings
+    from crm_spark.stages import StageResult, basket
+
+    keys = ("spark.sql.codegen.wholeStage", "spark.sql.shuffle.partitions")
+    small_conf = {"spark.sql.codegen.wholeStage": False, "spark.sql.shuffle.partitions": 3}
+    own = settings.model_copy(update={
+        "paths": PathsSettings(raw=str(tmp_path / "raw"), lake=str(tmp_path / "lake")),
+        "spark": SparkSettings(**{**settings.spark.model_dump(), "small_inputs": SmallInputs(max_bytes=limit, conf=small_conf)}),
+    })
+    lake = open_lake(spark, own)
+    ctx = StageContext(settings=own, spark=spark, lake=lake, as_of=date(2025, 1, 1))
+    for table in ("silver.orders", "silver.order_items"):
+        lake.create(table, contract_for(table).schema)
+    seen: dict[str, str] = {}
+
+    def fake(ctx: StageContext, as_of: date) -> StageResult:
+        seen.update({k: spark.conf.get(k) for k in keys})
+        return StageResult("basket")
+
+    monkeypatch.setattr(basket, "run", fake)
+    before = {k: spark.conf.get(k) for k in keys}
+    spark.conf.set("spark.sql.codegen.wholeStage", "true")
+    spark.conf.set("spark.sql.shuffle.partitions", "5")
+    try:
+        run_stage(ctx, "basket")
+        assert seen == ({"spark.sql.codegen.wholeStage": "false", "spark.sql.shuffle.partitions": "3"} if small
+                        else {"spark.sql.codegen.wholeStage": "true", "spark.sql.shuffle.partitions": "5"})
+        assert {k: spark.conf.get(k) for k in keys} == {"spark.sql.codegen.wholeStage": "true",
+                                                        "spark.sql.shuffle.partitions": "5"}
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)

@@ -182,6 +182,11 @@ class Lake(ABC):
     def partition_columns(self, table: str) -> list[str]: ...
 
     # -- metadata (answered from the Delta log where the engine can) ---------------------
+    def size_bytes(self, table: str) -> int | None:
+        """Bytes of the table's data files at its latest version, when the engine knows them
+        without a Spark job (None: unknown)."""
+        return None
+
     def rows(self, table: str, *, partition: PartitionSpec | None = None) -> int:
         """Rows in the table (or in some of its partitions) at its latest version."""
         return int(self.read(table, partition=partition).count())

@@ -106,6 +106,9 @@ class EmbeddedLake(Lake):
         return self._scan(dt, partition=partition, with_file=False)
 
     # -- metadata from the log ------------------------------------------------------------
+    def size_bytes(self, table: str) -> int | None:
+        return sum(int(r["size_bytes"] or 0) for r in _add_actions(self._table(table)))
+
     def rows(self, table: str, *, partition: PartitionSpec | None = None) -> int:
         return sum(int(r["num_records"] or 0) for r in self._files(self._table(table), partition))
 

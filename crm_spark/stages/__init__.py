@@ -366,7 +366,7 @@ def run_stage(ctx: StageContext, name: str, entry: str = "run", *, keep_going: b
     started = time.perf_counter()
     log.info("[%s] started", name)
     ctx._begin()  # noqa: SLF001 - the runner owns the per-stage record
-    with _job_group(ctx.spark, name):
+    with _job_group(ctx.spark, name), _small_input_conf(ctx, spec):
         result = _run_spec(ctx, spec, fn, entry, keep_going=keep_going)
     as_of = result.as_of
     result = _recorded(ctx, result, name, as_of=as_of, started=started)
@@ -390,6 +390,52 @@ def _job_group(spark: SparkSession, name: str) -> Iterator[None]:
     finally:
         for key in ("spark.jobGroup.id", "spark.job.description"):
             sc.setLocalProperty(key, None)  # type: ignore[arg-type] - None removes the property
+
+
+@contextmanager
+def _small_input_conf(ctx: StageContext, spec: StageSpec) -> Iterator[None]:
+    """``spark.small_inputs.conf`` set while a stage whose inputs hold fewer bytes than
+    ``spark.small_inputs.max_bytes`` runs; the session's own values are back after it.
+
+    A stage plans hundreds of queries; on a few megabytes compiling each one (code generation)
+    and re-planning it at every shuffle (adaptive execution) cost more than they save, and two
+    shuffle partitions keep two cores busy. Inputs are measured from the Delta log, without a
+    Spark job; a stage whose input size is unknown (ingest reads files; a lake engine that cannot
+    tell) keeps the session's settings. Measured: conf/base.yaml.
+    """
+    small = ctx.settings.spark.small_inputs
+    size = _input_bytes(ctx, spec) if small.max_bytes is not None and small.conf else None
+    if small.max_bytes is None or size is None or size >= small.max_bytes:
+        yield
+        return
+    conf = ctx.spark.conf
+    previous = {key: conf.get(key, None) for key in small.conf}
+    log.info("[%s] inputs %.1f MB < spark.small_inputs.max_bytes: %s", spec.name, size / 1e6,
+             ", ".join(f"{k}={v}" for k, v in small.conf.items()))
+    for key, value in small.conf.items():
+        conf.set(key, str(value).lower() if isinstance(value, bool) else str(value))
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                conf.unset(key)
+            else:
+                conf.set(key, value)
+
+
+def _input_bytes(ctx: StageContext, spec: StageSpec) -> int | None:
+    """Bytes of the existing tables ``spec`` reads (patterns matched against the configured bronze
+    sources and the declared tables); None when there are none or the lake cannot tell."""
+    from crm_spark.contracts import TABLES
+
+    known = [*(f"bronze.{n}" for n in ctx.settings.sources), *(t for t in TABLES if "*" not in t)]
+    tables = {t for pattern in spec.inputs for t in ([pattern] if "*" not in pattern else
+                                                     [k for k in known if fnmatch.fnmatchcase(k, pattern)])}
+    sizes = [ctx.lake.size_bytes(t) for t in sorted(tables) if ctx.lake.exists(t)]
+    if not sizes or any(size is None for size in sizes):
+        return None
+    return sum(size for size in sizes if size is not None)
 
 
 def _run_spec(
