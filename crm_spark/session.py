@@ -15,7 +15,8 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyspark
@@ -201,3 +202,21 @@ def _conf_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+@contextmanager
+def temporary_conf(spark: SparkSession, values: Mapping[str, object]) -> Iterator[None]:
+    """Runtime SQL settings ``values`` (config values: booleans as ``true``/``false``) while the
+    block runs; each key's previous value is back afterwards (unset if it had none)."""
+    conf = spark.conf
+    previous = {key: conf.get(key, None) for key in values}
+    for key, value in values.items():
+        conf.set(key, _conf_value(value))
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                conf.unset(key)
+            else:
+                conf.set(key, value)

@@ -28,13 +28,11 @@ __all__ = ["ALLOWED_FUNCTIONS", "ALLOWED_GROUPS", "check_expression", "functions
 _KEYWORDS = frozenset({
     "and", "or", "not", "in", "is", "like", "ilike", "rlike", "regexp", "between", "case", "when", "then",
     "else", "end", "as", "cast", "try_cast", "distinct", "exists", "any", "some", "all", "escape", "interval",
-    "decimal", "dec", "numeric", "varchar", "char", "character", "string", "array", "map", "struct",
+    "decimal", "dec", "numeric", "varchar", "char", "character", "string",
     "timestamp", "timestamp_ntz", "timestamp_ltz", "date", "binary", "int", "integer", "bigint", "smallint",
     "tinyint", "long", "short", "byte", "float", "double", "real", "boolean", "collate", "from", "for",
     "both", "leading", "trailing", "null", "true", "false", "over", "by", "partition", "order",
 })
-# Constructors that read as types above but are functions too; all three are harmless.
-_FUNCTION_KEYWORDS = frozenset({"array", "map", "struct"})
 
 _LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`(?:[^`]|``)*`""", re.DOTALL)
 _CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*\(")
@@ -142,26 +140,25 @@ ALLOWED_FUNCTIONS = frozenset(name for names in _BY_GROUP.values() for name in n
 
 def functions_called(expression: str) -> set[str]:
     """The lower-cased names of the functions ``expression`` calls (qualified names keep their dots)."""
-    bare = _LITERAL.sub(" ", expression)
-    names = set()
-    for match in _CALL.finditer(bare):
-        name = re.sub(r"\s+", "", match.group(1)).lower()
-        if name in _KEYWORDS and name not in _FUNCTION_KEYWORDS:
-            continue
-        names.add(name)
-    return names
+    return _calls(_LITERAL.sub(" ", expression))
+
+
+def _calls(bare: str) -> set[str]:
+    names = {re.sub(r"\s+", "", match.group(1)).lower() for match in _CALL.finditer(bare)}
+    return names - _KEYWORDS
 
 
 def check_expression(expression: str) -> str:
     """``expression`` unchanged if it calls only allowlisted functions and has no subquery;
     otherwise ValueError saying which calls are refused."""
-    if _SUBQUERY.search(_LITERAL.sub(" ", expression)):
+    bare = _LITERAL.sub(" ", expression)
+    if _SUBQUERY.search(bare):
         raise ValueError("a subquery (SELECT) is not allowed in a config expression")
-    refused = sorted(n for n in functions_called(expression) if n not in ALLOWED_FUNCTIONS)
+    refused = sorted(_calls(bare) - ALLOWED_FUNCTIONS)
     if refused:
         raise ValueError(
             f"function{'s' if len(refused) > 1 else ''} {', '.join(refused)} not allowed in a config expression "
-            "(only Spark's built-in string, date, math, conditional, conversion, collection, JSON and hash "
-            "functions: crm_spark/sqlcheck.py)"
+            "(only Spark's built-in string, date, math, conditional, conversion, collection, JSON, hash, "
+            "aggregate and window functions: crm_spark/sqlcheck.py)"
         )
     return expression

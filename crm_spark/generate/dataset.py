@@ -6,8 +6,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from functools import reduce
@@ -23,6 +21,7 @@ from crm_spark.generate.dirt import DIRT_COLUMNS, LINE_SCHEMA, SourceSpec, heade
 from crm_spark.generate.formats import csv_line
 from crm_spark.generate.model import CHURNER, Plan
 from crm_spark.generate.writer import OutputFs, write_lines
+from crm_spark.session import temporary_conf
 
 log = logging.getLogger("crm_spark.generate")
 
@@ -77,7 +76,7 @@ def generate_dataset(
     log.info("generating %d customers, %s..%s, seed %d, dirty rate %.3f into %s",
              customers, start, end, seed, dirty_rate, fs.root)
 
-    with _utc(spark):
+    with temporary_conf(spark, {"spark.sql.session.timeZone": "UTC"}):  # timestamps formatted in UTC
         world = World(spark, plan)
         cust = world.customers().persist(StorageLevel.MEMORY_AND_DISK)
         orders = world.orders(cust).persist(StorageLevel.MEMORY_AND_DISK)
@@ -132,18 +131,6 @@ def _prepare(fs: OutputFs, overwrite: bool) -> None:
             )
         fs.delete(rel)
     fs.delete(TMP_DIR)
-
-
-@contextmanager
-def _utc(spark: SparkSession) -> Iterator[None]:
-    """Timestamps are formatted in UTC whatever the session's time zone."""
-    key = "spark.sql.session.timeZone"
-    previous = spark.conf.get(key)
-    spark.conf.set(key, "UTC")
-    try:
-        yield
-    finally:
-        spark.conf.set(key, previous)
 
 
 def _truth_lines(spark: SparkSession, plan: Plan, cust: DataFrame) -> DataFrame:

@@ -33,6 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from crm_spark.config import Settings
 from crm_spark.errors import ConfigError, SourceError, StageNotBuiltError
 from crm_spark.lake import Lake, WriteResult
+from crm_spark.session import temporary_conf
 
 if TYPE_CHECKING:
     from crm_spark.quality import Gate, QualityReport
@@ -408,20 +409,10 @@ def _small_input_conf(ctx: StageContext, spec: StageSpec) -> Iterator[None]:
     if small.max_bytes is None or size is None or size >= small.max_bytes:
         yield
         return
-    conf = ctx.spark.conf
-    previous = {key: conf.get(key, None) for key in small.conf}
     log.info("[%s] inputs %.1f MB < spark.small_inputs.max_bytes: %s", spec.name, size / 1e6,
              ", ".join(f"{k}={v}" for k, v in small.conf.items()))
-    for key, value in small.conf.items():
-        conf.set(key, str(value).lower() if isinstance(value, bool) else str(value))
-    try:
+    with temporary_conf(ctx.spark, small.conf):
         yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                conf.unset(key)
-            else:
-                conf.set(key, value)
 
 
 def _input_bytes(ctx: StageContext, spec: StageSpec) -> int | None:
