@@ -91,6 +91,15 @@ class GenerateSettings(_Section):
         return self
 
 
+class IngestSettings(_Section):
+    """What ingest does with a raw file it cannot read as rows (recorded in quarantine.rejected_files)."""
+
+    on_rejected_file: Literal["warn", "error"] = Field(
+        default="warn",
+        description="warn: log it and go on; error: still ingest every other file and source, then exit non-zero (4)",
+    )
+
+
 class QualitySettings(_Section):
     """Table-level gate thresholds (row-level rules live with the refine stage)."""
 
@@ -555,6 +564,9 @@ class RefineSettings(_Section):
     future_tolerance_days: int = Field(
         default=1, ge=0, description="a date or time later than its ingest time plus this many days is implausible_<column>"
     )
+    max_field_length: int = Field(
+        default=32_768, ge=1, description="a raw value longer than this many characters is quarantined as too_long_<column>"
+    )
 
 
 class Settings(_Section):
@@ -566,6 +578,7 @@ class Settings(_Section):
     lake: LakeSettings = Field(default_factory=LakeSettings)
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     refine: RefineSettings = Field(default_factory=RefineSettings)
     sources: dict[str, SourceSettings] = Field(
@@ -591,6 +604,8 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _attributes(self) -> Settings:
+        if "rejected_files" in self.sources:
+            raise ValueError("'sources.rejected_files': the name is taken by quarantine.rejected_files; rename the source")
         bad = [n for n in self.attributes if not _ATTRIBUTE_NAME.match(n) or n in _RESERVED_ATTRIBUTE_NAMES]
         if bad:
             raise ValueError(f"attribute names {bad} must be lower-case identifiers (a-z, 0-9, _; a letter first) "

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,11 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
         conf = {k: v for k, v in conf.items() if not given.contains(k)}
     for key, value in conf.items():
         builder = builder.config(key, value)
+    if (spark_settings.master or "").startswith("local") and not launched_by_spark_submit:
+        # Python workers (the PII pseudonyms' UDF) run this interpreter and its packages, not
+        # whichever python3 is first on PATH (PySpark reads only this variable; a cluster's
+        # executors bring their own Python, see README).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     loader = _import_in_background(preload) if preload and SparkContext._active_spark_context is None else None
     try:
         spark = builder.getOrCreate()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ALLOWED_FUNCTIONS", "ALLOWED_GROUPS", "check_expression", "functions_called"]
+__all__ = ["ALLOWED_FUNCTIONS", "ALLOWED_GROUPS", "check_expression", "functions_called", "names_referenced"]
 
 
 # Words that may stand before "(" in an expression without being a function call.
@@ -36,6 +36,8 @@ _KEYWORDS = frozenset({
 
 _LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`(?:[^`]|``)*`""", re.DOTALL)
 _CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*\(")
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
+_NAME = re.compile(r"`((?:[^`]|``)*)`|\b([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
 _SUBQUERY = re.compile(r"\bselect\b", re.IGNORECASE)
 
 # Spark 4.x built-ins by registry group (function names only; operators need no check).
@@ -141,6 +143,19 @@ ALLOWED_FUNCTIONS = frozenset(name for names in _BY_GROUP.values() for name in n
 def functions_called(expression: str) -> set[str]:
     """The lower-cased names of the functions ``expression`` calls (qualified names keep their dots)."""
     return _calls(_LITERAL.sub(" ", expression))
+
+
+def names_referenced(expression: str) -> set[str]:
+    """The column names ``expression`` may read: bare words that are not calls, keywords or
+    numbers, and back-quoted names (a superset: lambda variables count too)."""
+    names = set()
+    for match in _NAME.finditer(_STRING.sub(" ", expression)):
+        quoted, bare = match.groups()
+        if quoted is not None:
+            names.add(quoted.replace("``", "`"))
+        elif bare.lower() not in _KEYWORDS:
+            names.add(bare)
+    return names
 
 
 def _calls(bare: str) -> set[str]:

@@ -76,12 +76,34 @@ def test_a_failed_commit_is_a_lake_error_and_changes_nothing(
     def conflict(*_args: object, **_kwargs: object) -> None:
         raise CommitFailedError("Transaction failed: version already exists")
 
-    with monkeypatch.context() as m, pytest.raises(LakeError, match="nothing was changed"):
+    with monkeypatch.context() as m, pytest.raises(LakeError, match="another writer committed first") as caught:
         m.setattr(DeltaTable, "create_write_transaction", conflict)
         lake.append(ORDERS, orders(spark, [(2, "c2", 20.0, D1)]))
 
+    assert "re-running the stage is safe" in str(caught.value) and "\n" not in str(caught.value)
     assert lake.version(ORDERS) == 0
     assert_rows(lake.read(ORDERS), orders(spark, [(1, "c1", 10.0, D1)]))
+    assert data_files(lake, ORDERS) == referenced_files(lake, ORDERS)  # the lost write's files are gone
+
+
+def test_the_loser_of_two_writers_creating_a_table_is_told_a_retry_is_safe(
+    lake: EmbeddedLake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rival = EmbeddedLake(spark, lake.root)
+    write_files = EmbeddedLake._write_files
+
+    def then_a_rival_creates_it(self: EmbeddedLake, table: str, df: object, parts: object) -> object:
+        adds = write_files(self, table, df, parts)
+        if self is lake:
+            rival.append(ORDERS, orders(spark, [(9, "c9", 90.0, D2)]))
+        return adds
+
+    monkeypatch.setattr(EmbeddedLake, "_write_files", then_a_rival_creates_it)
+    with pytest.raises(LakeError, match="another writer created it first") as caught:
+        lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
+    assert "re-running the stage is safe" in str(caught.value) and "\n" not in str(caught.value)
+    assert_rows(lake.read(ORDERS), orders(spark, [(9, "c9", 90.0, D2)]))
+    assert data_files(lake, ORDERS) == referenced_files(lake, ORDERS)
 
 
 # -- merge rewrites only what it must -----------------------------------------------------

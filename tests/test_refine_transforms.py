@@ -500,6 +500,16 @@ def test_hmac_sha256_hex_matches_python_hmac(spark: SparkSession, key: bytes) ->
     assert_same(actual, expected)
 
 
+def test_the_hmac_key_appears_in_no_plan(spark: SparkSession) -> None:
+    key = b"plan-leak-test-key-0123456789"
+    df = strings(spark, ["ann@example.com"]).select(R.hmac_sha256_hex(key, F.col("s")).alias("h"))
+    plans = df._jdf.queryExecution().toString()  # noqa: SLF001 - parsed, analyzed, optimized and physical
+    pads = [bytes(b ^ x for b in key.ljust(64, b"\x00")) for x in (0x36, 0x5C)]
+    secrets = [key.decode(), key.hex(), *(p.hex() for p in pads)]
+    assert not [s for s in secrets if s.lower() in plans.lower()]
+    assert df.first()["h"] == _hmac(key, "ann@example.com")
+
+
 def test_normalise_phone_keeps_digits_and_a_leading_plus(spark: SparkSession) -> None:
     df = strings(spark, ["+44 (20) 7946-0000", " 020 7946 0000 ", "555.123.4567", "n/a", None])
     actual = df.select("s", R.normalise_phone(F.col("s")).alias("p"))

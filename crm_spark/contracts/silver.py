@@ -180,8 +180,14 @@ SILVER = (CUSTOMERS, PRODUCTS, ORDERS, ORDER_ITEMS, WEB_EVENTS, SOCIAL_INTERACTI
 # Refine order: the tables a reference points at come first.
 TARGET_ORDER = tuple(t.name.split(".", 1)[1] for t in SILVER)
 
+# Files ingest could not read as rows (a truncated archive, a header naming none of the mapped
+# columns): one row per file and ingest batch, the rest of the batch and every other source go on.
+REJECTED_FILES = "quarantine.rejected_files"
+REJECTED_DDL = "source string, file string, reason string, _ingest_batch_id long, _ingested_at timestamp"
+
 register(
     Table("bronze.*", write="append", doc="raw rows as read, all strings, plus ingest lineage; append-only"),
+    Table(REJECTED_FILES, REJECTED_DDL, write="append", doc="raw files ingest rejected whole, with the reason"),
     Table("quarantine.*", write="append", doc="rejected rows as they arrived, with _dq_reasons and lineage"),
     *SILVER,
 )

@@ -407,7 +407,20 @@ class EmbeddedLake(Lake):
                 commit_properties=_props(txn, operation, {"rows": _rows(adds)}),
             )
         except DeltaError as exc:
+            self._discard(table, adds)
+            if "already exists" in str(exc):
+                raise LakeError(
+                    f"creating {table} failed: another writer created it first (a concurrent run); nothing of this "
+                    "write was committed and re-running the stage is safe"
+                ) from exc
             raise LakeError(f"creating {table} failed: {exc}") from exc
+
+    def _discard(self, table: str, adds: list[AddAction]) -> None:
+        """Delete the files of a write whose commit failed: no version refers to them."""
+        for rel_dir in sorted({a.path.rsplit("/", 1)[0] for a in adds}):
+            if rel_dir.startswith("data/"):
+                self._fs.delete(f"{self._spark_uri(table)}/{rel_dir.split('/', 2)[0]}/{rel_dir.split('/', 2)[1]}",
+                                recursive=True)
 
     def _commit(
         self,
@@ -438,8 +451,13 @@ class EmbeddedLake(Lake):
                 commit_properties=_props(txn, operation, {"rows": _rows(adds)}),
             )
         except CommitFailedError as exc:
-            raise LakeError(f"commit to {table} failed (a concurrent writer?): {exc}; nothing was changed") from exc
+            self._discard(table, adds)
+            raise LakeError(
+                f"commit to {table} failed: another writer committed first (a concurrent run; {exc}); nothing of this "
+                "write was committed and re-running the stage is safe"
+            ) from exc
         except DeltaError as exc:
+            self._discard(table, adds)
             raise LakeError(f"commit to {table} failed: {exc}; nothing was changed") from exc
         dt.update_incremental()
         return WriteResult(
@@ -510,9 +528,9 @@ class _HadoopFs:
             "nullCount": {c: nulls[c] for c in known},
         }
 
-    def delete(self, uri: str) -> None:
+    def delete(self, uri: str, *, recursive: bool = False) -> None:
         path = self._path(uri)
-        path.getFileSystem(self._conf).delete(path, False)
+        path.getFileSystem(self._conf).delete(path, recursive)
 
 
 def _spark_schema(dt: DeltaTable) -> StructType:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
@@ -27,12 +29,58 @@ SOURCE_FILE = "_source_file"
 GLOBS = {"csv": "*.csv*", "json": "*.json*", "parquet": "*.parquet", "text": "*"}
 
 
-def read_raw_files(spark: SparkSession, source: SourceSettings, files: Sequence[str]) -> DataFrame:
-    """The given files of one source as string columns + ``_corrupt_record`` + ``_source_file``."""
+@dataclass(frozen=True)
+class Screened:
+    """A batch of files split before reading: the readable ones (CSV: with their header) and the rejected."""
+
+    headers: dict[str, list[str]] = field(default_factory=dict)  # path -> header (CSV), or [] for other formats
+    rejected: dict[str, str] = field(default_factory=dict)  # path -> why it cannot be ingested as rows
+
+    @property
+    def readable(self) -> list[str]:
+        return list(self.headers)
+
+
+def screen_files(spark: SparkSession, source: SourceSettings, files: Sequence[str], expected: Collection[str]) -> Screened:
+    """Reject the CSV files whose header line cannot be read or names none of the ``expected``
+    columns (case-insensitive): a file with another delimiter reads as one junk column, a binary
+    file as noise, and either would widen bronze for good. Other formats pass unread."""
+    if source.format != "csv":
+        return Screened(headers={f: [] for f in files})
+    wanted = {c.lower() for c in expected}
+    check = bool(wanted) and _has_header(source)
+    headers: dict[str, list[str]] = {}
+    rejected: dict[str, str] = {}
+    for path in files:
+        try:
+            header = _header_of(spark, source, path)
+        except SourceError as exc:
+            rejected[path] = str(exc).removeprefix(f"{path}: ")
+            continue
+        if check and header and not wanted.intersection(c.lower() for c in header):
+            shown = ", ".join(header[:3])[:120]
+            rejected[path] = (
+                f"its header ({shown}{', ...' if len(header) > 3 else ''}) names none of the columns the mappings read; "
+                f"check the delimiter (sources.<source>.options.sep) and that it is a text CSV file"
+            )
+            continue
+        headers[path] = header
+    return Screened(headers=headers, rejected=rejected)
+
+
+def read_raw_files(
+    spark: SparkSession, source: SourceSettings, files: Sequence[str], headers: Mapping[str, list[str]] | None = None
+) -> DataFrame:
+    """The given files of one source as string columns + ``_corrupt_record`` + ``_source_file``
+    (CSV headers as :func:`screen_files` read them, else read here)."""
     if not files:
         raise SourceError("no files to read")
     if source.format == "csv":
-        frames = [_read_csv(spark, source, group) for group in _group_by_header(spark, source, files).values()]
+        groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for path in files:
+            header = headers[path] if headers is not None and path in headers else _header_of(spark, source, path)
+            groups[tuple(header)].append(path)
+        frames = [_read_csv(spark, source, list(header), group) for header, group in groups.items()]
     elif source.format == "json":
         frames = [_stringify(spark.read.options(**_opts(source.options, primitivesAsString=True)).json(list(files)))]
     elif source.format == "parquet":
@@ -47,8 +95,7 @@ def read_raw_files(spark: SparkSession, source: SourceSettings, files: Sequence[
     return df.select(*data, CORRUPT, SOURCE_FILE)
 
 
-def _read_csv(spark: SparkSession, source: SourceSettings, files: list[str]) -> DataFrame:
-    header = _header_of(spark, source, files[0])
+def _read_csv(spark: SparkSession, source: SourceSettings, header: list[str], files: list[str]) -> DataFrame:
     schema = StructType([StructField(c, StringType()) for c in header] + [StructField(CORRUPT, StringType())])
     reader = spark.read.schema(schema).options(
         **_opts(source.options, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, enforceSchema=True)
@@ -56,22 +103,24 @@ def _read_csv(spark: SparkSession, source: SourceSettings, files: list[str]) -> 
     return reader.csv(files)
 
 
-def _group_by_header(spark: SparkSession, source: SourceSettings, files: Sequence[str]) -> dict[tuple[str, ...], list[str]]:
-    groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for path in files:
-        groups[tuple(_header_of(spark, source, path))].append(path)
-    return dict(groups)
+def _has_header(source: SourceSettings) -> bool:
+    return str(source.options.get("header", "true")).lower() == "true"
 
 
 def _header_of(spark: SparkSession, source: SourceSettings, path: str) -> list[str]:
     """Column names from a CSV file's first line (read through Hadoop, so any URI and codec)."""
     delimiter = str(source.options.get("sep", source.options.get("delimiter", ",")))
-    has_header = str(source.options.get("header", "true")).lower() == "true"
-    line = first_line(spark, path)
+    try:
+        line = first_line(spark, path)
+    except Exception as exc:  # noqa: BLE001 - any I/O or codec failure: the file is unreadable
+        raise SourceError(f"{path}: the first line cannot be read ({java_cause(exc)})") from None
     if line is None:
         return []
-    cells = next(csv.reader(io.StringIO(line), delimiter=delimiter, quotechar='"'), [])
-    if not has_header:
+    try:
+        cells = next(csv.reader(io.StringIO(line), delimiter=delimiter, quotechar='"'), [])
+    except csv.Error as exc:
+        raise SourceError(f"{path}: the header line is not CSV text ({exc})") from None
+    if not _has_header(source):
         return [f"_c{i}" for i in range(len(cells))]
     names = [c.strip().lstrip("\ufeff") for c in cells]
     if len(set(names)) != len(names) or any(not n for n in names):
@@ -92,6 +141,18 @@ def first_line(spark: SparkSession, path: str) -> str | None:
         return reader.readLine()
     finally:
         reader.close()
+
+
+def java_cause(exc: BaseException) -> str:
+    """The root cause of a Spark/JVM failure as one line (``java.io.EOFException: Unexpected end
+    of input stream``), not the 200 lines of Java and Python stack around it."""
+    text = str(getattr(exc, "desc", None) or exc)
+    causes = re.findall(r"^Caused by: (.+)$", text, flags=re.MULTILINE)
+    if causes:
+        return causes[-1].strip()[:300]
+    named = re.search(r"^\s*((?:[\w$]+\.)+[\w$]*(?:Exception|Error)(?:: .*)?)$", text, flags=re.MULTILINE)
+    line = named.group(1) if named else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return line.strip()[:300]
 
 
 def _stringify(df: DataFrame) -> DataFrame:

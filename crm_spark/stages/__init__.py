@@ -250,9 +250,9 @@ _SILVER_OPTIONAL = ("silver.customers", "silver.order_items", "silver.products",
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest",
-              outputs=("bronze.*",), dated=False),
+              outputs=("bronze.*", "quarantine.rejected_files"), dated=False),
     StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", "crm_spark.stages.refine",
-              inputs=("bronze.*", "silver.*"), outputs=("silver.*", "quarantine.*"), dated=False),
+              inputs=("bronze.*", "silver.*", "quarantine.*"), outputs=("silver.*", "quarantine.*"), dated=False),
     StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", "crm_spark.stages.features",
               inputs=("silver.orders", *_SILVER_OPTIONAL), outputs=("gold.customer_features",),
               required=_features_inputs, as_of_from=("silver.orders", "silver.customer_attributes"),

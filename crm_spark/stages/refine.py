@@ -143,6 +143,7 @@ def refine_pair(
         attribute_kinds=settings.attributes,
         earliest=settings.refine.earliest_date,
         future_days=settings.refine.future_tolerance_days,
+        max_length=settings.refine.max_field_length,
     )
     # Referenced tables at their latest version: customers refined a moment ago count as known.
     known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}
@@ -184,7 +185,10 @@ def refine_pair(
         try:
             # Quarantine first: when the silver gate stops the batch, the rejected rows and their
             # reasons are there to look at (a re-run skips this commit: same token).
-            ctx.publish(quarantine, R.quarantine_rows(checked, target=target, key=key), txn=token)
+            rejected = R.quarantine_rows(checked, target=target, key=key)
+            if lake.exists(quarantine):  # re-delivered lines are quarantined, but stored once
+                rejected = R.not_yet_quarantined(rejected, ctx.read(quarantine))
+            ctx.publish(quarantine, rejected, txn=token)
             try:
                 ctx.publish(silver_table, accepted, txn=token, batch_rows=mapped)
             except DataQualityError as exc:

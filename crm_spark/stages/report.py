@@ -25,7 +25,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from crm_spark.contracts.silver import TARGET_ORDER
+from crm_spark.contracts.silver import REJECTED_FILES, TARGET_ORDER
 from crm_spark.report import Figure, Report, Section, Table, number, percent, png, render
 from crm_spark.report import figures as figs
 from crm_spark.stages import StageContext, StageResult
@@ -248,6 +248,16 @@ def _overview(ctx: StageContext, history: Mapping[str, StageResult]) -> tuple[Se
                     "_dq_reasons and its raw values, so it can be fixed and re-delivered."))
         section.figures.append(Figure("Quarantine reasons", png(figs.reasons_figure(
             by_reason.head(top).rename_axis("reason").reset_index())), "Quarantined rows per reason, all tables."))
+    if ctx.exists(REJECTED_FILES):
+        rejected = ctx.read(REJECTED_FILES).orderBy("source", "file").limit(ctx.settings.report.top_rows + 1).collect()
+        if rejected:
+            section.facts.append(("files rejected at ingest", number(ctx.lake.rows(REJECTED_FILES))))
+            section.tables.append(Table(
+                "Files rejected at ingest", ("source", "file", "reason"),
+                tuple((r["source"], r["file"].rsplit("/", 1)[-1], r["reason"])
+                      for r in rejected[: ctx.settings.report.top_rows]),
+                caption=f"Files that could not be read as rows (all of them are in {REJECTED_FILES}); "
+                        "every other file was ingested. Fix or re-export a file and deliver it under a new name."))
     gates = [(stage, q) for stage, r in history.items() for q in r.quality]
     if gates:
         failed = sum(not q.success for _, q in gates)

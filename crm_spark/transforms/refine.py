@@ -5,18 +5,22 @@ ANSI mode on, so parsing uses ``try_*`` functions that return null instead of fa
 that breaks a rule is not dropped: it goes to quarantine with every reason in ``_dq_reasons``.
 
 Reason codes: ``malformed_line``, ``missing_<col>``, ``bad_<col>`` (not parseable or not an
-allowed value), ``out_of_range_<col>``, ``outlier_<col>``, ``unknown_<ref>`` (foreign key not in
-silver), ``duplicate_row`` (the same source line as the kept row), ``superseded_version``
+allowed value), ``too_long_<col>``, ``out_of_range_<col>`` (``out_of_range_line_amount``: too
+large for silver's decimal), ``implausible_<col>`` (a date outside the plausible range),
+``outlier_<col>``, ``unknown_<ref>`` (foreign key not in silver), ``duplicate_row`` (the same source line as the kept row), ``superseded_version``
 (another version of a key that the kept row replaces).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from datetime import date
 from functools import reduce
 from typing import Any
+
+import pandas as pd
 
 from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
@@ -37,6 +41,7 @@ INGESTED_AT = "_ingested_at"
 # (refine.earliest_date, refine.future_tolerance_days).
 EARLIEST_PLAUSIBLE = date(1900, 1, 1)
 FUTURE_TOLERANCE_DAYS = 1
+MAX_FIELD_LENGTH = 32_768  # characters of one raw value (refine.max_field_length)
 NULL_TOKENS = ("", "n/a", "na", "null", "none", "nan", "-", "?")
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 # A run of 8+ digits/separators, not inside a longer token, and not an ISO date or timestamp.
@@ -153,9 +158,18 @@ def clean_text(c: Column) -> Column:
 
 
 def parse_number(c: Column, kind: str) -> Column:
-    """Numbers as exported by spreadsheets: '12,5' (decimal comma) is 12.5; non-numbers are null."""
+    """Numbers as exported by spreadsheets: '12,5' (decimal comma) is 12.5, '1,234.50' (thousands
+    commas before a decimal point) is 1234.5; '1,234' could be either, so it is null (quarantined
+    as ``bad_<col>``, never read 1000x too small); non-numbers are null."""
     t = clean_text(c)
-    t = F.when(t.rlike(r"^[+-]?\d+,\d+$"), F.regexp_replace(t, ",", ".")).otherwise(t)
+    grouped = r"^[+-]?\d{1,3}(,\d{3})+\.\d+$"
+    ambiguous = r"^[+-]?\d{1,3}(,\d{3})+$"
+    t = (
+        F.when(t.rlike(grouped), F.regexp_replace(t, ",", ""))
+        .when(t.rlike(ambiguous), F.lit(None).cast("string"))
+        .when(t.rlike(r"^[+-]?\d+,\d+$"), F.regexp_replace(t, ",", "."))
+        .otherwise(t)
+    )
     if kind == "int":
         # '3.0' is an int, '3.5' is not
         d = t.try_cast("double")
@@ -206,8 +220,12 @@ def validate(
     attribute_kinds: Mapping[str, str] | None = None,
     earliest: date = EARLIEST_PLAUSIBLE,
     future_days: int = FUTURE_TOLERANCE_DAYS,
+    max_length: int = MAX_FIELD_LENGTH,
 ) -> DataFrame:
     """Typed target columns + ``_dq_reasons`` (empty array = accepted). One row per input row.
+
+    A raw value longer than ``max_length`` characters is ``too_long_<column>`` (a runaway quote
+    or a binary blob, not a value).
 
     A date or time before ``earliest``, or later than the row's ingest time (``_ingested_at``,
     else now) plus ``future_days``, is ``implausible_<column>``: an order dated 1800 or 2999 would
@@ -238,10 +256,12 @@ def validate(
     typed = conformed.select(*parsed, *passthrough, raw_struct)
 
     ingested = F.col(INGESTED_AT) if INGESTED_AT in conformed.columns else F.current_timestamp()
+    raw_lengths = {f.name: F.length(F.col(f"{RAW}.{f.name}")) for f in spec.fields}
     latest = ingested + F.make_dt_interval(F.lit(future_days))
     reasons: list[Column] = [F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_line"))]
     for f in spec.fields:
         value, present = F.col(f.name), F.col(f"_present_{f.name}")
+        reasons.append(F.when(raw_lengths[f.name] > max_length, F.lit(f"too_long_{f.name}")))
         reasons.append(F.when(present & value.isNull(), F.lit(f"bad_{f.name}")))
         if f.required:
             reasons.append(F.when(~present & value.isNull(), F.lit(f"missing_{f.name}")))
@@ -254,6 +274,10 @@ def validate(
             reasons.append(F.when(value.isNotNull() & (value > F.lit(f.high)), F.lit(f"out_of_range_{f.name}")))
         if f.kind in ("date", "timestamp"):
             reasons.append(F.when(_implausible(value, f.kind, latest, earliest), F.lit(f"implausible_{f.name}")))
+    if target == "order_items":  # a line amount too large for its decimal would fail the whole write
+        amount = line_amount(F.col("quantity"), F.col("unit_price"), F.col("discount"))
+        reasons.append(F.when(F.col("quantity").isNotNull() & F.col("unit_price").isNotNull() & amount.isNull(),
+                              F.lit("out_of_range_line_amount")))
     extra: list[Column] = []
     if target == ATTRIBUTES:
         typed, extra = _typed_attributes(typed, attribute_kinds or {}, timestamp_formats)
@@ -389,15 +413,18 @@ def older_than_silver(df: DataFrame, silver: DataFrame, *, target: str) -> DataF
 
 # -- PII ----------------------------------------------------------------------------------
 def hmac_sha256_hex(key: bytes, message: Column) -> Column:
-    """HMAC-SHA256(key, message) as lower-case hex, in native Spark (RFC 2104 over sha2)."""
-    block = 64
-    if len(key) > block:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(block, b"\x00")
-    ipad = bytes(b ^ 0x36 for b in key)
-    opad = bytes(b ^ 0x5C for b in key)
-    inner = F.unhex(F.sha2(F.concat(F.lit(bytearray(ipad)), F.encode(message, "UTF-8")), 256))
-    return F.when(message.isNotNull(), F.sha2(F.concat(F.lit(bytearray(opad)), inner), 256))
+    """HMAC-SHA256(key, message) of UTF-8 text as lower-case hex; null stays null.
+
+    Python's ``hmac`` in a vectorised (Arrow) UDF, with the key in the function's closure: Spark
+    prints a plan's literals in ``explain``, the UI's SQL tab, event logs and error messages, so
+    a native expression (the key's pads as binary literals) would put the key in all of them.
+    """
+
+    @F.pandas_udf("string")  # type: ignore[call-overload]
+    def pseudonym(values: pd.Series) -> pd.Series:
+        return values.map(lambda v: None if v is None else hmac.new(key, v.encode("utf-8"), hashlib.sha256).hexdigest())
+
+    return pseudonym(message.cast("string"))
 
 
 def normalise_email(c: Column) -> Column:
@@ -467,7 +494,7 @@ def to_silver(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
     elif target == "order_items":
         discount = F.coalesce(F.col("discount"), F.lit(0).cast("decimal(5,4)"))
         df = df.withColumn("discount", discount).withColumn(
-            "line_amount", (F.col("quantity") * F.col("unit_price") * (F.lit(1) - discount)).cast("decimal(14,2)")
+            "line_amount", line_amount(F.col("quantity"), F.col("unit_price"), discount)
         )
     elif target == "feedback":
         df = df.withColumn("text", mask_contacts(F.col("text")))
@@ -477,12 +504,27 @@ def to_silver(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
     return df.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in contract(target).schema.fields))
 
 
+def line_amount(quantity: Column, unit_price: Column, discount: Column) -> Column:
+    """quantity x unit price x (1 - discount) as silver's decimal(14,2); null where it does not fit."""
+    net = F.lit(1) - F.coalesce(discount, F.lit(0).cast("decimal(5,4)"))
+    return F.try_multiply(F.try_multiply(quantity, unit_price), net).try_cast("decimal(14,2)")
+
+
 def quarantine_rows(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
     """Rejected rows as they arrived (strings), with their reasons and lineage; PII redacted."""
     rejected = df.filter(F.size(F.col(REASONS)) > 0).select(
         *(F.col(f"{RAW}.{c}").alias(c) for c in raw_columns(target)), CORRUPT, REASONS, *LINEAGE
     )
     return redact_quarantine(rejected, target=target, key=key)
+
+
+def not_yet_quarantined(rows: DataFrame, stored: DataFrame) -> DataFrame:
+    """``rows`` less those already in quarantine with the same values and reasons (from any batch
+    or file): a file delivered again stores its rejected lines once. Compared exactly (null-safe),
+    not by a hash that could collide and lose a row."""
+    content = [c for c in rows.columns if c not in LINEAGE and c in stored.columns]
+    seen = stored.select(*content).distinct()
+    return rows.join(seen, on=[rows[c].eqNullSafe(seen[c]) for c in content], how="left_anti")
 
 
 DEDUPE_REASONS = ("duplicate_row", "superseded_version")
