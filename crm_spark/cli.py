@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated subset, e.g. ingest,refine (run in pipeline order)")
     run.set_defaults(handler=_cmd_run)
 
+    vacuum = sub.add_parser(
+        "vacuum", parents=[common],
+        help="delete the data files no table version of the last lake.vacuum_retention_hours refers to "
+             "(replaced versions, files of killed writes)",
+    )
+    vacuum.add_argument("--retention-hours", type=int, help="default from config: lake.vacuum_retention_hours (168)")
+    vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    vacuum.set_defaults(handler=_cmd_vacuum)
+
     demo = sub.add_parser(
         "demo", parents=[common],
         help="generate the demo dataset into the raw zone (unless one is there) and run every built stage, "
@@ -230,6 +239,28 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         _generate(spark, options)
     return _run(args, settings, [s.name for s in plan(None)], pending=[s.name for s in STAGES if not s.built],
                 spark=spark)
+
+
+def _cmd_vacuum(args: argparse.Namespace, settings: Settings) -> int:
+    """Vacuum every table of the lake: time travel stays possible within the retention window."""
+    from crm_spark.lake import open_lake
+    from crm_spark.session import build_session
+
+    hours = settings.lake.vacuum_retention_hours if args.retention_hours is None else args.retention_hours
+    if hours < 0:
+        raise ConfigError("--retention-hours must be 0 or more")
+    lake = open_lake(build_session(settings), settings)
+    logger = logging.getLogger("crm_spark")
+    total = 0
+    for table in lake.tables():
+        files = lake.vacuum(table, retention_hours=hours, dry_run=args.dry_run)
+        total += len(files)
+        if files:
+            logger.info("[vacuum] %s: %d file%s %s", table, len(files), "" if len(files) == 1 else "s",
+                        "would be deleted" if args.dry_run else "deleted")
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"vacuum: {verb} {total:,} data files older than {hours} hours that no table version refers to")
+    return 0
 
 
 def _run(

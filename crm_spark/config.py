@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from crm_spark.errors import ConfigError
 from crm_spark.sqlcheck import check_expression
@@ -70,6 +71,11 @@ class LakeSettings(_Section):
         "jars/delta, which make install fills from Maven Central; '' for none",
     )
     vacuum_retention_hours: int = Field(default=168, ge=0)
+    umask: str | None = Field(
+        default="027", pattern=r"^0?[0-7]{3}$",
+        description="permission bits taken away from every file and folder the run writes (027: no access for "
+        "others, read-only for the group); null leaves the process's umask",
+    )
     storage_options: dict[str, SecretStr] = Field(
         default_factory=dict, description="object-store options for the embedded engine (deltalake)"
     )
@@ -505,6 +511,21 @@ class SourceSettings(_Section):
         description="formats of this source's date/time columns, tried in order (default: refine.timestamp_formats); "
         "a month-first export (12/10/2010 = 10 December) says so here: the default reads slashes day-first",
     )
+    timezone: str | None = Field(
+        default=None,
+        description="IANA time zone (Europe/Paris) of this source's times written without an offset; null: UTC. "
+        "Times with an offset, and dates, are read as written",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Paris or UTC") from None
+        return value
 
     @model_validator(mode="after")
     def _known_targets(self) -> SourceSettings:

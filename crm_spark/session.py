@@ -72,6 +72,10 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
         # whichever python3 is first on PATH (PySpark reads only this variable; a cluster's
         # executors bring their own Python, see README).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if settings.lake.umask is not None:
+        # What the driver writes itself (the Delta log through deltalake, reports, MLflow, GX) and
+        # what the JVM it launches writes outside Hadoop: the lake holds customer data.
+        os.umask(int(settings.lake.umask, 8))
     loader = _import_in_background(preload) if preload and SparkContext._active_spark_context is None else None
     try:
         spark = builder.getOrCreate()
@@ -121,6 +125,8 @@ def session_conf(settings: Settings) -> dict[str, str]:
         conf.setdefault("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         for key, value in _delta_defaults(conf).items():
             conf.setdefault(key, value)
+    if settings.lake.umask is not None:
+        conf.setdefault("spark.hadoop.fs.permissions.umask-mode", settings.lake.umask.rjust(3, "0")[-3:])
     log4j = f"-Dlog4j2.configurationFile=file:{_LOG4J}"
     conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {log4j}".strip()
     return conf

@@ -329,3 +329,11 @@ def test_the_report_lists_the_rejected_files_with_their_reasons(spark: SparkSess
     assert outcome.facts["overview"]["files rejected at ingest"] == "7"
     html = Path(outcome.path.removeprefix("file://").removeprefix("file:")).read_text(encoding="utf-8")
     assert "Files rejected at ingest" in html and "truncated.csv.gz" in html and "Unexpected end of input" in html
+
+
+def test_nothing_in_the_lake_is_readable_by_others(catalogue: Catalogue) -> None:
+    """lake.umask 027: Spark's Parquet files, the Delta log and the folders holding them."""
+    root = Path(catalogue.lake.root.removeprefix("file://").removeprefix("file:"))
+    paths = [root, *root.rglob("*")]
+    assert any(p.suffix == ".parquet" for p in paths) and any(p.suffix == ".json" for p in paths)
+    assert [str(p) for p in paths if p.stat().st_mode & 0o007] == []

@@ -43,12 +43,12 @@ def not_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
-def test_help_lists_every_stage_run_generate_and_demo() -> None:
+def test_help_lists_every_stage_run_generate_demo_and_vacuum() -> None:
     result = crm_spark("--help")
 
     assert result.returncode == 0
     listed = set(re.findall(r"^    (\w+)\s", result.stdout, flags=re.MULTILINE))
-    assert listed == {*SPEC_STAGES, "run", "generate", "demo"}
+    assert listed == {*SPEC_STAGES, "run", "generate", "demo", "vacuum"}
 
 
 def test_no_command_prints_usage_and_exits_2() -> None:

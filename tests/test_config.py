@@ -122,6 +122,15 @@ def test_a_wrong_type_names_the_key_and_the_value(tmp_path: Path) -> None:
     assert message.endswith("(got 'soon')")
 
 
+def test_an_unknown_time_zone_of_a_source_is_a_config_error(tmp_path: Path) -> None:
+    conf = project(tmp_path, dev="sources:\n  orders:\n    path: orders\n    timezone: Mars/Olympus\n")
+
+    with pytest.raises(ConfigError) as exc:
+        load_settings(config_file=conf / "dev.yaml", environ={})
+
+    assert "'sources.orders.timezone'" in one_line(exc) and "unknown time zone 'Mars/Olympus'" in str(exc.value)
+
+
 def test_a_wrong_type_under_a_union_names_the_key_not_the_union_members(tmp_path: Path) -> None:
     conf = project(tmp_path, dev="spark:\n  conf:\n    spark.jars: [a.jar, b.jar]\n")
 

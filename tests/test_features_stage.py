@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_spark.config import PathsSettings, Settings
-from crm_spark.errors import DataQualityError
+from crm_spark.errors import DataQualityError, SourceError
 from crm_spark.lake import Lake, open_lake
 from crm_spark.stages import StageContext, StageResult, run_backfill, run_stage
 from crm_spark.stages.features import TABLE
@@ -28,7 +28,9 @@ SOURCES = {"customers": "customers", "orders": "orders", "order_items": "items",
 def _settings(settings: Settings, root: Path) -> Settings:
     """The session settings with a lake of this module's own (other test files share the default one)."""
     paths = PathsSettings(raw=str(root / "raw"), lake=str(root / "lake"))
-    return settings.model_copy(update={"paths": paths})
+    # The hand-made world's few orders lie weeks apart: fresh enough within a year.
+    quality = settings.quality.model_copy(update={"freshness_days": 365})
+    return settings.model_copy(update={"paths": paths, "quality": quality})
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,22 @@ def test_gate_rejects_a_customer_twice_on_one_date(history: History) -> None:
     doubled = one_date.unionByName(one_date.where(F.col("customer_id") == "c1"))
     with pytest.raises(DataQualityError, match="customer_id,as_of_date"):
         ctx.gate.check(TABLE, doubled)
+
+
+@pytest.mark.parametrize(("as_of", "error", "expected"), [
+    (date(1900, 1, 1), SourceError,
+     r"as of 1900-01-01: no customer has data on or before that date \(the latest order is of 2024-06-30\); "
+     r"choose an --as-of date inside the data"),
+    (date(2030, 1, 1), DataQualityError, r"expect_column_min_to_be_between\(recency_days\).*quality.freshness_days"),
+])
+def test_an_as_of_date_outside_the_data_stops_the_stage_and_writes_nothing(
+    history: History, as_of: date, error: type, expected: str
+) -> None:
+    """Before the first customer nothing can be described (exit code 4); years after the last
+    order every customer looks lapsed (the freshness gate, exit code 5). Either is one line, and
+    no partition is written."""
+    version = history.ctx.lake.version(TABLE)
+    with pytest.raises(error, match=expected) as caught:
+        run_stage(_at(history.ctx, as_of), "features")
+    assert "\n" not in str(caught.value)
+    assert history.ctx.lake.version(TABLE) == version

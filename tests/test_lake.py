@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -301,3 +302,43 @@ def test_open_lake_passes_storage_options_to_the_embedded_engine(spark: SparkSes
 
     assert isinstance(lake, EmbeddedLake)
     assert lake._storage_options == {"AWS_REGION": "eu-west-1"}  # noqa: SLF001
+
+
+# -- crm-spark vacuum ---------------------------------------------------------------------
+def test_vacuum_command_deletes_the_old_files_of_killed_writes_in_every_table(
+    lake: EmbeddedLake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A killed write leaves Parquet files no version refers to; `crm-spark vacuum` deletes those
+    older than the retention (and files replaced longer ago than that), never a file a running write may own."""
+    import logging
+
+    from crm_spark import cli
+
+    lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
+    lake.overwrite(ORDERS, orders(spark, [(2, "c2", 20.0, D2)]))
+    lake.append("gold.other", orders(spark, [(3, "c3", 30.0, D3)]))
+    kept = {t: referenced_files(lake, t) for t in (ORDERS, "gold.other")}
+    table_dir = Path(lake.uri(ORDERS))
+    some_file = table_dir / sorted(kept[ORDERS])[0]
+    old, fresh = table_dir / "data" / "killed-write" / "part-0.parquet", table_dir / "data" / "running" / "part-0.parquet"
+    for orphan in (old, fresh):
+        orphan.parent.mkdir(parents=True)
+        orphan.write_bytes(some_file.read_bytes())
+    two_days_ago = datetime.now(timezone.utc).timestamp() - 48 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    # The overwritten version's file was removed a moment ago: within the retention, it stays.
+    replaced = data_files(lake, ORDERS) - kept[ORDERS] - {"data/killed-write/part-0.parquet", "data/running/part-0.parquet"}
+
+    monkeypatch.setattr("crm_spark.session.build_session", lambda settings, preload=(): spark)
+    logger = logging.getLogger("crm_spark")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    try:
+        assert cli.main(["vacuum", "--lake", lake.root, "--retention-hours", "24"]) == 0
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+    assert data_files(lake, ORDERS) == kept[ORDERS] | replaced | {"data/running/part-0.parquet"}
+    assert data_files(lake, "gold.other") == kept["gold.other"]
+    assert_rows(lake.read(ORDERS), orders(spark, [(2, "c2", 20.0, D2)]))
+    assert re.search(r"vacuum: deleted [1-9]\d* data files older than 24 hours", capsys.readouterr().out)
+    assert lake.tables() == ["gold.other", ORDERS]

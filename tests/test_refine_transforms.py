@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_spark.config import RefineSettings
+from crm_spark.contracts import Field
 from crm_spark.transforms import refine as R
 
 FORMATS = RefineSettings().timestamp_formats
@@ -89,9 +90,11 @@ def test_parse_number_int_accepts_whole_numbers_only(spark: SparkSession) -> Non
 
 
 # -- parse_timestamp ----------------------------------------------------------------------
-def _timestamps(spark: SparkSession, pairs: list[tuple[str | None, str | None]]) -> tuple[DataFrame, DataFrame]:
+def _timestamps(
+    spark: SparkSession, pairs: list[tuple[str | None, str | None]], timezone: str | None = None
+) -> tuple[DataFrame, DataFrame]:
     raw = strings(spark, [p[0] for p in pairs])
-    actual = raw.select("s", R.parse_timestamp(F.col("s"), FORMATS).alias("ts"))
+    actual = raw.select("s", R.parse_timestamp(F.col("s"), FORMATS, timezone).alias("ts"))
     expected = spark.createDataFrame(pairs, "s string, ts string").withColumn("ts", F.col("ts").cast("timestamp"))
     return actual, expected
 
@@ -127,6 +130,24 @@ def test_parse_timestamp_converts_offsets_to_utc(spark: SparkSession) -> None:
         ("2024-03-03T22:00:00-05:00", "2024-03-04 03:00:00"),
     ]
     assert_same(*_timestamps(spark, pairs))
+
+
+def test_a_source_time_zone_applies_to_times_written_without_an_offset(spark: SparkSession) -> None:
+    pairs = [
+        ("2024-01-15 10:00:00", "2024-01-15 15:00:00"),  # New York in winter: UTC-5
+        ("2024-07-15 10:00:00", "2024-07-15 14:00:00"),  # ... and in summer: UTC-4
+        ("15/01/2024 23:30", "2024-01-16 04:30:00"),  # the next UTC day
+        ("2024-01-15T10:00:00+01:00", "2024-01-15 09:00:00"),  # an offset says where it was: as written
+        ("2024-01-15T10:00:00Z", "2024-01-15 10:00:00"),  # so does Z
+        ("1709374272", "2024-03-02 10:11:12"),  # epoch seconds are UTC
+    ]
+    assert_same(*_timestamps(spark, pairs, "America/New_York"))
+
+
+def test_a_source_time_zone_leaves_dates_as_written(spark: SparkSession) -> None:
+    df = strings(spark, ["2024-03-01"])
+    day = R.parse_field(Field("d", "date"), F.col("s"), timestamp_formats=FORMATS, timezone="Asia/Tokyo")
+    assert df.select(day.alias("d")).first()["d"] == date(2024, 3, 1)
 
 
 def test_parse_timestamp_unparseable_or_empty_is_null(spark: SparkSession) -> None:
@@ -645,7 +666,7 @@ ORDER_COLUMNS = {
 }
 ORDERS_RAW = (
     "order_id string, customer_id string, order_ts string, channel string, status string, payment_type string, "
-    f"{LINEAGE_DDL}"
+    f"status_ts string, {LINEAGE_DDL}"
 )
 
 
@@ -653,9 +674,9 @@ def test_conform_maps_columns_with_expressions(spark: SparkSession) -> None:
     actual = R.conform(_invoices(spark), target="orders", columns=ORDER_COLUMNS).drop(R.SOURCE_HASH)
     expected = spark.createDataFrame(
         [
-            ("536365", "17850", "2010-12-01 08:26:00", "online", "completed", None, None, 0, "inv.csv"),
-            ("536365", "17850", "2010-12-01 08:26:00", "online", "completed", None, None, 0, "inv.csv"),
-            ("C536379", "14527", "2010-12-01 09:41:00", "online", "cancelled", None, None, 0, "inv.csv"),
+            ("536365", "17850", "2010-12-01 08:26:00", "online", "completed", None, None, None, 0, "inv.csv"),
+            ("536365", "17850", "2010-12-01 08:26:00", "online", "completed", None, None, None, 0, "inv.csv"),
+            ("C536379", "14527", "2010-12-01 09:41:00", "online", "cancelled", None, None, None, 0, "inv.csv"),
         ],
         ORDERS_RAW,
     )
@@ -680,8 +701,8 @@ def test_conform_collapse_keeps_one_row_per_key(spark: SparkSession) -> None:
     actual = R.conform(_invoices(spark), target="orders", columns=ORDER_COLUMNS, collapse=True)
     expected = spark.createDataFrame(
         [
-            ("536365", "17850", "2010-12-01 08:26:00", "online", "completed", None, None, 0, "inv.csv"),
-            ("C536379", "14527", "2010-12-01 09:41:00", "online", "cancelled", None, None, 0, "inv.csv"),
+            ("536365", "17850", "2010-12-01 08:26:00", "online", "completed", None, None, None, 0, "inv.csv"),
+            ("C536379", "14527", "2010-12-01 09:41:00", "online", "cancelled", None, None, None, 0, "inv.csv"),
         ],
         ORDERS_RAW,
     )

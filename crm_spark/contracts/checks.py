@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Unique:
 class RowCount:
     low: int | None = None
     high: int | None = None
-    why: str = "row count"
+    why: str | None = None  # said when it fails
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,13 @@ class ColumnSum:
 
 
 @dataclass(frozen=True)
-class ColumnMax:
-    """The largest value of ``column`` lies in [low, high] (freshness and plausibility)."""
+class ColumnMin:
+    """The smallest value of ``column`` lies in [low, high] (freshness: the newest activity is recent)."""
 
     column: str
     low: Any = None
     high: Any = None
+    why: str | None = None
 
 
 # -- row rules: every one of a table is checked in one query ------------------------------------
@@ -105,15 +106,18 @@ def row_count_change(cc: CheckContext) -> list[RowCount]:
     return [RowCount(low=floor, why=f"at most {cc.settings.quality.max_row_drop:.0%} fewer rows than the {cc.previous_rows:,} replaced")]
 
 
-def freshness(column: str, cc: CheckContext) -> list[ColumnMax]:
-    """The newest ``column`` value is within ``quality.freshness_days`` of the as-of date."""
+def freshness(days_column: str, cc: CheckContext) -> list[ColumnMin]:
+    """The freshest row is at most ``quality.freshness_days`` old at the as-of date (``days_column``
+    counts the days from a row's newest activity to the as-of date): features as of a date long
+    after the data ends describe nobody's present."""
     if cc.as_of is None:
         return []
-    oldest_ok = datetime.combine(cc.as_of - timedelta(days=cc.settings.quality.freshness_days), time.min)
-    return [ColumnMax(column, low=oldest_ok)]
+    days = cc.settings.quality.freshness_days
+    return [ColumnMin(days_column, high=days, why=f"the newest activity at most {days} days before the as-of date "
+                                                   "(quality.freshness_days; is --as-of inside the data?)")]
 
 
-Check = Columns | Unique | RowCount | ColumnSum | ColumnMax | Rule
+Check = Columns | Unique | RowCount | ColumnSum | ColumnMin | Rule
 Checks = Callable[[Any, CheckContext], list[Check]]  # (the Table, context) -> checks
 
 

@@ -89,6 +89,9 @@ ORDERS = _silver(
         Field("order_id", required=True), Field("customer_id", required=True),
         Field("order_ts", "timestamp", required=True), Field("channel", case="lower"),
         Field("status", required=True, allowed=ORDER_STATUSES, case="lower"), Field("payment_type", case="lower"),
+        # When the order took this status (a return's date), where the source says; not kept in
+        # silver.orders, it dates the status in silver.order_status_history.
+        Field("status_ts", "timestamp"),
     ),
     keys=("order_id",), refs={"customer_id": "customers"}, date_column="order_date",
     doc="one row per order with its latest status",
@@ -175,6 +178,17 @@ CUSTOMER_ATTRIBUTES = _silver(
     doc="user attribute columns (contract, plan, charges, ...) per customer and snapshot date, typed by config",
 )
 
+# Every status an order has had and since when: features as of a past date see the status of
+# that date, not a return or cancellation recorded later. Refine adds a row when an order first
+# arrives (since its order time) and whenever a later delivery changes its status (since that
+# delivery was ingested, or the source's status time when it has one).
+ORDER_STATUS_HISTORY = Table(
+    "silver.order_status_history", ddl="order_id string, status string, status_from timestamp",
+    keys=("order_id", "status_from"), write="merge", immutable=True,
+    checks=lambda t, cc: [Columns(t.columns), *keys(t.keys), in_set("status", ORDER_STATUSES)],
+    doc="one row per order and status it took, with the time it took it (silver.orders holds the latest)",
+)
+
 SILVER = (CUSTOMERS, PRODUCTS, ORDERS, ORDER_ITEMS, WEB_EVENTS, SOCIAL_INTERACTIONS, FEEDBACK, CHURN_LABELS,
           CUSTOMER_ATTRIBUTES)
 # Refine order: the tables a reference points at come first.
@@ -190,6 +204,7 @@ register(
     Table(REJECTED_FILES, REJECTED_DDL, write="append", doc="raw files ingest rejected whole, with the reason"),
     Table("quarantine.*", write="append", doc="rejected rows as they arrived, with _dq_reasons and lineage"),
     *SILVER,
+    ORDER_STATUS_HISTORY,
 )
 
 

@@ -181,6 +181,22 @@ class Lake(ABC):
     @abstractmethod
     def partition_columns(self, table: str) -> list[str]: ...
 
+    def tables(self) -> list[str]:
+        """Every Delta table under the root (a layer's folder holding a ``_delta_log``), sorted."""
+        jvm = self.spark.sparkContext._jvm  # noqa: SLF001
+        conf = self.spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+        root = jvm.org.apache.hadoop.fs.Path(self.root)
+        fs = root.getFileSystem(conf)
+        found = []
+        for layer in LAYERS:
+            folder = jvm.org.apache.hadoop.fs.Path(f"{self.root}/{layer}")
+            if not fs.exists(folder):
+                continue
+            for status in fs.listStatus(folder):
+                if status.isDirectory() and fs.exists(jvm.org.apache.hadoop.fs.Path(status.getPath(), "_delta_log")):
+                    found.append(f"{layer}.{status.getPath().getName()}")
+        return sorted(found)
+
     # -- metadata (answered from the Delta log where the engine can) ---------------------
     def size_bytes(self, table: str) -> int | None:
         """Bytes of the table's data files at its latest version, when the engine knows them

@@ -223,6 +223,7 @@ class EmbeddedLake(Lake):
                     retention_hours=retention_hours,
                     dry_run=dry_run,
                     enforce_retention_duration=retention_hours is None,
+                    full=True,  # also the files no version ever referred to (a killed write's)
                 )
             )
         except DeltaError as exc:

@@ -35,7 +35,7 @@ from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 
 from crm_spark.config import Settings  # noqa: E402
 from crm_spark.contracts import CheckContext, contract_for  # noqa: E402
-from crm_spark.contracts.checks import Check, Columns, ColumnMax, ColumnSum, RowCount, Rule, Unique  # noqa: E402
+from crm_spark.contracts.checks import Check, ColumnMin, Columns, ColumnSum, RowCount, Rule, Unique  # noqa: E402
 from crm_spark.errors import DataQualityError  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,12 @@ def expectations(checks: list[Check], *, show: tuple[str, ...]) -> list[gxe.Expe
             else:
                 out.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c.columns)))
         elif isinstance(c, RowCount):
-            out.append(gxe.ExpectTableRowCountToBeBetween(min_value=c.low, max_value=c.high))
+            out.append(gxe.ExpectTableRowCountToBeBetween(min_value=c.low, max_value=c.high, description=c.why))
         elif isinstance(c, ColumnSum):
             out.append(gxe.ExpectColumnSumToBeBetween(column=c.column, min_value=c.low, max_value=c.high))
-        elif isinstance(c, ColumnMax):
-            out.append(gxe.ExpectColumnMaxToBeBetween(column=c.column, min_value=c.low, max_value=c.high))
+        elif isinstance(c, ColumnMin):
+            out.append(gxe.ExpectColumnMinToBeBetween(column=c.column, min_value=c.low, max_value=c.high,
+                                                      description=c.why))
         elif isinstance(c, Rule):
             rules.append(c.sql)
         else:  # pragma: no cover - a new check kind without a translation
@@ -255,6 +256,8 @@ class Gate:
             kind = ROW_RULES
             if not r.success:
                 detail = self._broken_rules(df, kwargs["unexpected_rows_query"])
+        elif not r.success and config.description:
+            detail = f"expected {config.description}"
         return ExpectationOutcome(
             expectation=kind,
             column=column,

@@ -246,7 +246,7 @@ def _features_inputs(settings: Settings) -> list[str]:
 
 
 _SILVER_OPTIONAL = ("silver.customers", "silver.order_items", "silver.products", "silver.web_events",
-                    "silver.social_interactions", "silver.feedback")
+                    "silver.social_interactions", "silver.feedback", "silver.order_status_history")
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest",

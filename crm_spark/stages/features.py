@@ -27,7 +27,7 @@ from datetime import date
 from pyspark.sql import DataFrame
 
 from crm_spark.contracts import table
-from crm_spark.errors import ConfigError
+from crm_spark.errors import ConfigError, SourceError
 from crm_spark.stages import StageContext, StageResult
 from crm_spark.transforms.features import customer_features
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STAGE = "features"
 TABLE = "gold.customer_features"
 PARTITION = "as_of_date"
+STATUS_HISTORY = "silver.order_status_history"
 SOURCES = ("orders", "customers", "order_items", "products", "web_events", "social_interactions", "feedback")
 
 
@@ -65,13 +66,23 @@ def run_dates(ctx: StageContext, dates: Iterable[date]) -> StageResult:
         missing_nps=cfg.missing_nps,
         count_zero_value_orders=cfg.count_zero_value_orders,
         order_lines_known="silver.order_items" not in missing,
+        order_status_history=ctx.read(STATUS_HISTORY) if ctx.exists(STATUS_HISTORY) else None,
     ).cache()  # the gate aggregates over it and the write scans it: compute once
     try:
         started = time.perf_counter()
         # Fills the cache the gate and the write read (no extra scan), and times the computation
         # apart from the gate.
-        rows = features.count()
+        per_date = {r[PARTITION]: r["count"] for r in features.groupBy(PARTITION).count().collect()}
+        rows = sum(per_date.values())
         log.info("[features] %s rows computed in %.1fs", f"{rows:,}", time.perf_counter() - started)
+        empty = [d for d in wanted if not per_date.get(d)]
+        if empty:
+            latest = ctx.lake.max_value("silver.orders", "order_date") if ctx.exists("silver.orders") else None
+            raise SourceError(
+                f"{TABLE} as of {_span(empty)}: no customer has data on or before that date"
+                + (f" (the latest order is of {latest})" if latest else "")
+                + "; choose an --as-of date inside the data"
+            )
         write = ctx.publish(TABLE, features, partition={PARTITION: wanted})
     finally:
         features.unpersist()

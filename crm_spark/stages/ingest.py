@@ -79,6 +79,8 @@ def run(ctx: StageContext) -> StageResult:
             )
     if not counts:
         return StageResult(STAGE, skipped="no sources are configured (config key: sources)", notes=tuple(notes))
+    if not ctx.exists(REJECTED_FILES):  # empty means no file was rejected: readers need not ask whether it exists
+        ctx.publish(REJECTED_FILES, ctx.spark.createDataFrame([], REJECTED_DDL))
     if rejected and ctx.settings.ingest.on_rejected_file == "error":
         first, why = next(iter(sorted(rejected.items())))
         more = f" and {len(rejected) - 1} more" if len(rejected) > 1 else ""

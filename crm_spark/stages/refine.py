@@ -28,6 +28,7 @@ from crm_spark.transforms import refine as R
 log = logging.getLogger(__name__)
 STAGE = "refine"
 DEMO_PII_KEY = b"crm-spark-DEMO-key-not-a-secret"
+STATUS_HISTORY = "silver.order_status_history"
 
 
 def pii_key(settings: Settings) -> bytes:
@@ -114,7 +115,8 @@ def refine_pair(
     lake, settings = ctx.lake, ctx.settings
     silver_table, quarantine = f"silver.{target}", f"quarantine.{target}"
     app = f"refine:{name}"
-    done = min(_done(ctx, silver_table, app), _done(ctx, quarantine, app))
+    history = STATUS_HISTORY if target == "orders" else None
+    done = min(_done(ctx, t, app) for t in (silver_table, quarantine, history) if t is not None)
     bronze = ctx.read(f"bronze.{name}").filter(F.col("_ingest_batch_id") > done)
     last = bronze.agg(F.max("_ingest_batch_id")).first()[0]
     if last is None:
@@ -127,6 +129,7 @@ def refine_pair(
         conformed = R.conform(
             bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
             collapse=mapping.collapse, timestamp_formats=formats, dropped=observed, attributes=tuple(settings.attributes),
+            timezone=source.timezone,
         )
     except (AnalysisException, ValueError) as exc:  # a mapping naming a column the files lack, or bad SQL
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -144,6 +147,7 @@ def refine_pair(
         earliest=settings.refine.earliest_date,
         future_days=settings.refine.future_tolerance_days,
         max_length=settings.refine.max_field_length,
+        timezone=source.timezone,
     )
     # Referenced tables at their latest version: customers refined a moment ago count as known.
     known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}
@@ -188,7 +192,9 @@ def refine_pair(
             rejected = R.quarantine_rows(checked, target=target, key=key)
             if lake.exists(quarantine):  # re-delivered lines are quarantined, but stored once
                 rejected = R.not_yet_quarantined(rejected, ctx.read(quarantine))
-            ctx.publish(quarantine, rejected, txn=token)
+            ctx.publish(quarantine, rejected, txn=token, evolve=True)  # a new raw column: additive
+            if history is not None:  # before silver moves on: the changes are relative to it
+                ctx.publish(history, R.status_changes(R.accepted_rows(checked), current), txn=token)
             try:
                 ctx.publish(silver_table, accepted, txn=token, batch_rows=mapped)
             except DataQualityError as exc:

@@ -143,11 +143,30 @@ def purchases(orders: DataFrame, order_items: DataFrame | None, *, count_zero_va
     return valued.where(is_purchase(F.col("status"), F.col("order_value"))).drop("order_value")
 
 
+def status_timelines(history: DataFrame) -> DataFrame:
+    """One row per order of ``silver.order_status_history``: ``_timeline``, its statuses as
+    (since: UTC date, status) structs, oldest first."""
+    return history.groupBy("order_id").agg(
+        F.array_sort(F.collect_list(F.struct(F.to_date("status_from").alias("since"), "status"))).alias("_timeline")
+    )
+
+
+def status_on(timeline: Column, day: Column, latest: Column) -> Column:
+    """The status an order had on ``day`` (its timeline's last entry since then); ``latest`` when
+    the order has no timeline (a lake refined before the history was kept)."""
+    known = F.filter(timeline, lambda entry: entry["since"] <= day)
+    return F.coalesce(F.try_element_at(known, F.lit(-1))["status"], latest)
+
+
 def order_features(
     orders: DataFrame, values: DataFrame, dates: DataFrame, *, count_zero_value_orders: bool = False,
-    lines_known: bool = True,
+    lines_known: bool = True, status_history: DataFrame | None = None,
 ) -> DataFrame:
     """One row per (customer_id, as_of_date) with at least one order on or before the date.
+
+    An order's status is the one it had on the as-of date (``status_history``,
+    ``silver.order_status_history``): a completed order returned later is completed as of
+    earlier dates. Without a history, ``orders``' own (latest) status.
 
     Status rules (``net`` is an order's contribution to spend):
 
@@ -175,10 +194,15 @@ def order_features(
         orders.where(F.col("customer_id").isNotNull() & F.col("order_date").isNotNull())
         .select("order_id", "customer_id", "order_date", "status")
         .join(values, "order_id", "left")
-        .withColumn("_net", net)
-        .withColumn("_completed", purchase)
     )
+    if status_history is not None:
+        rows = rows.join(status_timelines(status_history), "order_id", "left")
     pit = point_in_time(rows, dates, date_col="order_date")
+    if status_history is not None:
+        pit = pit.withColumn("status", status_on(F.col("_timeline"), F.col("as_of_date"), F.col("status"))).drop(
+            "_timeline"
+        )
+    pit = pit.withColumn("_net", net).withColumn("_completed", purchase)
     done = F.col("_completed")
     windowed = []
     for days in WINDOWS_DAYS:
@@ -433,8 +457,10 @@ def customer_features(
     missing_nps: float,
     count_zero_value_orders: bool = False,
     order_lines_known: bool = True,
+    order_status_history: DataFrame | None = None,
 ) -> DataFrame:
-    """``gold.customer_features`` rows for each date in ``as_of``, from silver-shaped frames.
+    """``gold.customer_features`` rows for each date in ``as_of``, from silver-shaped frames
+    (``order_status_history``: each order's status as of each date, see :func:`order_features`).
 
     One row per (customer_id, as_of_date) of the customer universe (see the module docstring);
     every source is scanned once for all dates. Column definitions: :func:`order_features`,
@@ -443,7 +469,8 @@ def customer_features(
     """
     dates = as_of_frame(orders, as_of)
     by_order = order_features(orders, order_values(order_items, products), dates,
-                              count_zero_value_orders=count_zero_value_orders, lines_known=order_lines_known)
+                              count_zero_value_orders=count_zero_value_orders, lines_known=order_lines_known,
+                              status_history=order_status_history)
     joined = (
         customer_universe(customers, by_order, dates)
         .join(web_features(web_events, dates), _KEY, "left")

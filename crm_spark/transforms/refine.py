@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from datetime import date
 from functools import reduce
@@ -60,6 +61,7 @@ def conform(
     timestamp_formats: Sequence[str] = (),
     dropped: Observation | None = None,
     attributes: Sequence[str] = (),
+    timezone: str | None = None,
 ) -> DataFrame:
     """Map a bronze frame (their columns) onto the target's raw columns, all strings.
 
@@ -101,7 +103,7 @@ def conform(
         order = []
         for f in spec.fields:
             if f.kind in ("date", "timestamp"):
-                order.append(parse_field(f, F.col(f.name), timestamp_formats=timestamp_formats))
+                order.append(parse_field(f, F.col(f.name), timestamp_formats=timestamp_formats, timezone=timezone))
             order.append(F.col(f.name))
         w = Window.partitionBy(*spec.keys).orderBy(*(c.asc_nulls_last() for c in order))
         out = out.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
@@ -177,14 +179,24 @@ def parse_number(c: Column, kind: str) -> Column:
     return t.try_cast(kind)
 
 
-def parse_timestamp(c: Column, formats: Sequence[str]) -> Column:
-    """The first of ``formats`` that parses; epoch seconds/millis; ISO offsets converted to UTC."""
+def parse_timestamp(c: Column, formats: Sequence[str], timezone: str | None = None) -> Column:
+    """The first of ``formats`` that parses; epoch seconds/millis; ISO offsets converted to UTC.
+    A time written without an offset is local time in ``timezone`` (an IANA name; None: UTC)."""
     t = clean_text(c)
-    candidates = [F.try_to_timestamp(t, F.lit(fmt)) for fmt in formats]
+    candidates = []
+    for fmt in formats:
+        parsed = F.try_to_timestamp(t, F.lit(fmt))
+        candidates.append(parsed if timezone is None or _has_offset(fmt) else F.to_utc_timestamp(parsed, timezone))
     epoch = F.when(t.rlike(r"^\d{9,10}$"), F.timestamp_seconds(t.try_cast("long"))).when(
         t.rlike(r"^\d{12,13}$"), F.timestamp_millis(t.try_cast("long"))
     )
     return F.coalesce(*candidates, epoch)
+
+
+def _has_offset(fmt: str) -> bool:
+    """Whether a datetime pattern reads an offset or zone (X, x, Z, O, V, z), or a literal 'Z' (UTC)."""
+    unquoted = re.sub(r"'[^']*'", "", fmt)
+    return "'Z'" in fmt or any(letter in unquoted for letter in "XxZOVz")
 
 
 def parse_bool(c: Column) -> Column:
@@ -192,9 +204,10 @@ def parse_bool(c: Column) -> Column:
     return F.when(t.isin("true", "t", "yes", "y", "1"), F.lit(True)).when(t.isin("false", "f", "no", "n", "0"), F.lit(False))
 
 
-def parse_field(f: Field, raw: Column, *, timestamp_formats: Sequence[str]) -> Column:
+def parse_field(f: Field, raw: Column, *, timestamp_formats: Sequence[str], timezone: str | None = None) -> Column:
+    """``raw`` parsed as ``f``'s kind (a date is the calendar date as written: no time zone shift)."""
     if f.kind == "timestamp":
-        return parse_timestamp(raw, timestamp_formats)
+        return parse_timestamp(raw, timestamp_formats, timezone)
     if f.kind == "date":
         return F.to_date(parse_timestamp(raw, timestamp_formats))
     if f.kind == "bool":
@@ -221,11 +234,12 @@ def validate(
     earliest: date = EARLIEST_PLAUSIBLE,
     future_days: int = FUTURE_TOLERANCE_DAYS,
     max_length: int = MAX_FIELD_LENGTH,
+    timezone: str | None = None,
 ) -> DataFrame:
     """Typed target columns + ``_dq_reasons`` (empty array = accepted). One row per input row.
 
     A raw value longer than ``max_length`` characters is ``too_long_<column>`` (a runaway quote
-    or a binary blob, not a value).
+    or a binary blob, not a value). Times without an offset are local time in ``timezone``.
 
     A date or time before ``earliest``, or later than the row's ingest time (``_ingested_at``,
     else now) plus ``future_days``, is ``implausible_<column>``: an order dated 1800 or 2999 would
@@ -244,7 +258,7 @@ def validate(
     parsed: list[Column] = []
     for f in spec.fields:
         raw = F.col(f.name)
-        value = parse_field(f, raw, timestamp_formats=timestamp_formats)
+        value = parse_field(f, raw, timestamp_formats=timestamp_formats, timezone=timezone)
         if f.name == "country" and country_aliases:
             value = F.coalesce(F.create_map(*[F.lit(x) for kv in country_aliases.items() for x in kv])[value], value)
         present = clean_text(raw).isNotNull()
@@ -502,6 +516,38 @@ def to_silver(df: DataFrame, *, target: str, key: bytes) -> DataFrame:
         df = df.withColumn("value_text", mask_contacts(F.col("value_text")))
     # exactly the contract of silver.<target> (e.g. the bronze batch id is a long, silver's a string)
     return df.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in contract(target).schema.fields))
+
+
+def status_changes(accepted: DataFrame, current: DataFrame | None) -> DataFrame:
+    """Rows of ``silver.order_status_history`` for a batch of accepted orders.
+
+    An order not yet in ``current`` (silver before this batch) has had its status since its order
+    time; one that arrives already returned with a ``status_ts`` (the return's time) was completed
+    until then. An order whose status differs from ``current``'s has had the new one since
+    ``status_ts``, else since the batch was ingested (never before its order time). Unchanged
+    orders add nothing, so a re-delivery is a no-op.
+    """
+    seen = F.col(INGESTED_AT) if INGESTED_AT in accepted.columns else F.current_timestamp()
+    stamp = F.coalesce(F.col("status_ts"), seen) if "status_ts" in accepted.columns else seen
+    status_ts = F.col("status_ts") if "status_ts" in accepted.columns else F.lit(None).cast("timestamp")
+    rows = accepted.select("order_id", "status", "order_ts", stamp.alias("_stamp"), status_ts.alias("_status_ts"))
+    if current is not None:
+        rows = rows.join(current.select("order_id", F.col("status").alias("_was")), "order_id", "left")
+    else:
+        rows = rows.withColumn("_was", F.lit(None).cast("string"))
+
+    def entry(status: Column, since: Column) -> Column:
+        return F.struct(status.alias("status"), since.alias("status_from"))
+
+    returned_later = (F.col("status") == "returned") & (F.col("_status_ts") > F.col("order_ts"))
+    first = F.when(returned_later, F.array(entry(F.lit("completed"), F.col("order_ts")),
+                                             entry(F.col("status"), F.col("_status_ts")))
+                   ).otherwise(F.array(entry(F.col("status"), F.col("order_ts"))))
+    changed = F.array(entry(F.col("status"), F.greatest("_stamp", "order_ts")))
+    entries = F.when(F.col("_was").isNull(), first).when(F.col("_was") != F.col("status"), changed)
+    return rows.where(entries.isNotNull()).select("order_id", F.explode(entries).alias("e")).select(
+        "order_id", "e.status", "e.status_from"
+    )
 
 
 def line_amount(quantity: Column, unit_price: Column, discount: Column) -> Column:
