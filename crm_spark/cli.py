@@ -247,8 +247,9 @@ def _cmd_vacuum(args: argparse.Namespace, settings: Settings) -> int:
     from crm_spark.session import build_session
 
     hours = settings.lake.vacuum_retention_hours if args.retention_hours is None else args.retention_hours
-    if hours < 0:
-        raise ConfigError("--retention-hours must be 0 or more")
+    if hours < 1:
+        raise ConfigError("--retention-hours must be at least 1: a shorter retention can delete the files of a "
+                          "write still running")
     lake = open_lake(build_session(settings), settings)
     logger = logging.getLogger("crm_spark")
     total = 0

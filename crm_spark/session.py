@@ -67,7 +67,7 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
         conf = {k: v for k, v in conf.items() if not given.contains(k)}
     for key, value in conf.items():
         builder = builder.config(key, value)
-    if (spark_settings.master or "").startswith("local") and not launched_by_spark_submit:
+    if (spark_settings.master or "local").startswith("local") and not launched_by_spark_submit:
         # Python workers (the PII pseudonyms' UDF) run this interpreter and its packages, not
         # whichever python3 is first on PATH (PySpark reads only this variable; a cluster's
         # executors bring their own Python, see README).

@@ -140,6 +140,7 @@ def test_a_source_time_zone_applies_to_times_written_without_an_offset(spark: Sp
         ("2024-01-15T10:00:00+01:00", "2024-01-15 09:00:00"),  # an offset says where it was: as written
         ("2024-01-15T10:00:00Z", "2024-01-15 10:00:00"),  # so does Z
         ("1709374272", "2024-03-02 10:11:12"),  # epoch seconds are UTC
+        ("2024-03-01", "2024-03-01 00:00:00"),  # a date alone is the calendar date as written
     ]
     assert_same(*_timestamps(spark, pairs, "America/New_York"))
 

@@ -92,3 +92,21 @@ def test_a_bad_status_time_is_quarantined(spark: SparkSession, settings: Setting
                                "payment_type string, status_ts string, _corrupt_record string")
     checked = R.validate(df, target="orders", timestamp_formats=settings.refine.timestamp_formats)
     assert checked.first()[R.REASONS] == ["bad_status_ts"]
+
+
+def test_two_changes_on_one_day_keep_their_order(spark: SparkSession) -> None:
+    """Completed at 10:00 and cancelled at 18:00 the same day: cancelled from that day on (a
+    timeline sorted by day and name would say completed)."""
+    from pyspark.sql import functions as F
+
+    from crm_spark.transforms.features import status_on, status_timelines
+
+    history = spark.createDataFrame(
+        [("O1", "completed", datetime(2024, 3, 1, 10)), ("O1", "cancelled", datetime(2024, 3, 1, 18))],
+        "order_id string, status string, status_from timestamp",
+    )
+    days = spark.createDataFrame([(date(2024, 2, 29),), (date(2024, 3, 1),), (date(2024, 3, 2),)], "day date")
+    rows = status_timelines(history).crossJoin(days).select(
+        "day", status_on(F.col("_timeline"), F.col("day"), F.lit("latest")).alias("status")
+    ).orderBy("day").collect()
+    assert [r["status"] for r in rows] == ["latest", "cancelled", "cancelled"]

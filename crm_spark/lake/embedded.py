@@ -408,8 +408,8 @@ class EmbeddedLake(Lake):
                 commit_properties=_props(txn, operation, {"rows": _rows(adds)}),
             )
         except DeltaError as exc:
-            self._discard(table, adds)
-            if "already exists" in str(exc):
+            if "already exists" in str(exc):  # the log was never written: these files are ours alone
+                self._discard(table, adds)
                 raise LakeError(
                     f"creating {table} failed: another writer created it first (a concurrent run); nothing of this "
                     "write was committed and re-running the stage is safe"
@@ -418,10 +418,8 @@ class EmbeddedLake(Lake):
 
     def _discard(self, table: str, adds: list[AddAction]) -> None:
         """Delete the files of a write whose commit failed: no version refers to them."""
-        for rel_dir in sorted({a.path.rsplit("/", 1)[0] for a in adds}):
-            if rel_dir.startswith("data/"):
-                self._fs.delete(f"{self._spark_uri(table)}/{rel_dir.split('/', 2)[0]}/{rel_dir.split('/', 2)[1]}",
-                                recursive=True)
+        for write_dir in sorted({"/".join(a.path.split("/")[:2]) for a in adds if a.path.startswith("data/")}):
+            self._fs.delete(f"{self._spark_uri(table)}/{write_dir}", recursive=True)
 
     def _commit(
         self,
@@ -457,9 +455,8 @@ class EmbeddedLake(Lake):
                 f"commit to {table} failed: another writer committed first (a concurrent run; {exc}); nothing of this "
                 "write was committed and re-running the stage is safe"
             ) from exc
-        except DeltaError as exc:
-            self._discard(table, adds)
-            raise LakeError(f"commit to {table} failed: {exc}; nothing was changed") from exc
+        except DeltaError as exc:  # may have failed after the commit landed (a checkpoint): keep the files
+            raise LakeError(f"commit to {table} failed: {exc}") from exc
         dt.update_incremental()
         return WriteResult(
             table,

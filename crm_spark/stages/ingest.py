@@ -142,7 +142,11 @@ def ingest_source(ctx: StageContext, name: str, source: SourceSettings) -> _Outc
                 return
             stamp = datetime.now(timezone.utc)
             screened = screen_files(spark, source, files, expected)
-            headers, rejected = dict(screened.headers), dict(screened.rejected)
+            headers = dict(screened.headers)
+            # Rejections are committed before bronze: a run that dies in between replays the batch,
+            # and a file already screened out or found unreadable is then recorded, not forgotten.
+            _record_rejected(ctx, name, screened.rejected, Txn(f"ingest:{name}", batch_id), stamp)
+            outcome.rejected.update(screened.rejected)
             if headers:
                 try:
                     result = append(list(headers), headers, batch_id, stamp)
@@ -152,14 +156,12 @@ def ingest_source(ctx: StageContext, name: str, source: SourceSettings) -> _Outc
                     unreadable = {f: why for f in headers if (why := _unreadable(spark, source, f)) is not None}
                     if not unreadable:
                         raise
-                    rejected.update(unreadable)
+                    _record_rejected(ctx, name, unreadable, Txn(f"ingest-unreadable:{name}", batch_id), stamp)
+                    outcome.rejected.update(unreadable)
                     headers = {f: h for f, h in headers.items() if f not in unreadable}
                     result = append(list(headers), headers, batch_id, stamp) if headers else None
                 if result is not None:
                     outcome.rows += result.rows
-            if rejected:
-                _record_rejected(ctx, name, rejected, batch_id, stamp)
-                outcome.rejected.update(rejected)
             outcome.files += len(files)
         except BaseException as exc:  # re-raised after the query stops, with its own type
             outcome.error = exc
@@ -214,11 +216,13 @@ def _unreadable(spark: SparkSession, source: SourceSettings, path: str) -> str |
     return None
 
 
-def _record_rejected(ctx: StageContext, name: str, rejected: dict[str, str], batch_id: int, stamp: datetime) -> None:
-    """One row per rejected file in ``quarantine.rejected_files`` (idempotent per ingest batch)."""
-    rows = [(name, path, reason, batch_id, stamp) for path, reason in sorted(rejected.items())]
+def _record_rejected(ctx: StageContext, name: str, rejected: dict[str, str], txn: Txn, stamp: datetime) -> None:
+    """One row per rejected file in ``quarantine.rejected_files`` (idempotent by ``txn``)."""
+    if not rejected:
+        return
+    rows = [(name, path, reason, txn.version, stamp) for path, reason in sorted(rejected.items())]
     df = ctx.spark.createDataFrame(rows, REJECTED_DDL)
-    ctx.publish(REJECTED_FILES, df, txn=Txn(f"ingest:{name}", batch_id))
+    ctx.publish(REJECTED_FILES, df, txn=txn)
     for path, reason in sorted(rejected.items()):
         log.warning("[ingest] %s: rejected %s: %s (recorded in %s)", name, path, reason, REJECTED_FILES)
 

@@ -145,16 +145,16 @@ def purchases(orders: DataFrame, order_items: DataFrame | None, *, count_zero_va
 
 def status_timelines(history: DataFrame) -> DataFrame:
     """One row per order of ``silver.order_status_history``: ``_timeline``, its statuses as
-    (since: UTC date, status) structs, oldest first."""
+    (at: the time it took it, status) structs, oldest first (two changes on one day keep their order)."""
     return history.groupBy("order_id").agg(
-        F.array_sort(F.collect_list(F.struct(F.to_date("status_from").alias("since"), "status"))).alias("_timeline")
+        F.array_sort(F.collect_list(F.struct(F.col("status_from").alias("at"), "status"))).alias("_timeline")
     )
 
 
 def status_on(timeline: Column, day: Column, latest: Column) -> Column:
-    """The status an order had on ``day`` (its timeline's last entry since then); ``latest`` when
-    the order has no timeline (a lake refined before the history was kept)."""
-    known = F.filter(timeline, lambda entry: entry["since"] <= day)
+    """The status an order had at the end of ``day`` (UTC; its timeline's last entry by then);
+    ``latest`` when the order has no timeline (a lake refined before the history was kept)."""
+    known = F.filter(timeline, lambda entry: F.to_date(entry["at"]) <= day)
     return F.coalesce(F.try_element_at(known, F.lit(-1))["status"], latest)
 
 

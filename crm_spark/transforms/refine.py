@@ -186,11 +186,17 @@ def parse_timestamp(c: Column, formats: Sequence[str], timezone: str | None = No
     candidates = []
     for fmt in formats:
         parsed = F.try_to_timestamp(t, F.lit(fmt))
-        candidates.append(parsed if timezone is None or _has_offset(fmt) else F.to_utc_timestamp(parsed, timezone))
+        local = timezone is not None and _has_time(fmt) and not _has_offset(fmt)
+        candidates.append(F.to_utc_timestamp(parsed, timezone) if local else parsed)
     epoch = F.when(t.rlike(r"^\d{9,10}$"), F.timestamp_seconds(t.try_cast("long"))).when(
         t.rlike(r"^\d{12,13}$"), F.timestamp_millis(t.try_cast("long"))
     )
     return F.coalesce(*candidates, epoch)
+
+
+def _has_time(fmt: str) -> bool:
+    """Whether a datetime pattern reads a time of day (a date alone is the calendar date as written)."""
+    return any(letter in re.sub(r"'[^']*'", "", fmt) for letter in "HhkKms")
 
 
 def _has_offset(fmt: str) -> bool:
@@ -543,7 +549,11 @@ def status_changes(accepted: DataFrame, current: DataFrame | None) -> DataFrame:
     first = F.when(returned_later, F.array(entry(F.lit("completed"), F.col("order_ts")),
                                              entry(F.col("status"), F.col("_status_ts")))
                    ).otherwise(F.array(entry(F.col("status"), F.col("order_ts"))))
-    changed = F.array(entry(F.col("status"), F.greatest("_stamp", "order_ts")))
+    # A change comes after the order (a status time at or before it would share the first entry's
+    # key); the status it replaces is dated from the order time too, for orders refined before the
+    # history was kept (the insert-only merge skips it when the order's first entry exists).
+    after_order = F.col("order_ts") + F.expr("INTERVAL 1 MICROSECOND")
+    changed = F.array(entry(F.col("_was"), F.col("order_ts")), entry(F.col("status"), F.greatest("_stamp", after_order)))
     entries = F.when(F.col("_was").isNull(), first).when(F.col("_was") != F.col("status"), changed)
     return rows.where(entries.isNotNull()).select("order_id", F.explode(entries).alias("e")).select(
         "order_id", "e.status", "e.status_from"
