@@ -242,9 +242,10 @@ class LakeContract:
         before = data_files(lake, ORDERS)
         assert current < before  # the overwritten version's files are still on disk
 
-        lake.vacuum(ORDERS, retention_hours=0)
+        removed = lake.vacuum(ORDERS, retention_hours=0)
 
         assert data_files(lake, ORDERS) == current
+        assert len(removed) == len(before - current)  # what `crm-spark vacuum` reports
         assert_rows(lake.read(ORDERS), orders(spark, [(3, "c3", 30.0, D3)]))
 
     def test_time_travel_to_a_vacuumed_version_is_a_lake_error(self, lake: Lake, spark: SparkSession) -> None:

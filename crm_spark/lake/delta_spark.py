@@ -156,12 +156,19 @@ class DeltaSparkLake(Lake):
         return self._result(table, "MERGE")
 
     def vacuum(self, table: str, *, retention_hours: int | None = None, dry_run: bool = False) -> list[str]:
+        """The files deleted (or, ``dry_run``, that would be): Delta's VACUUM lists them only in a
+        dry run (a real one returns the table's path), so the list comes from one."""
+        from crm_spark.session import temporary_conf
+
         uri = self.uri(table)
         hours = "" if retention_hours is None else f" RETAIN {int(retention_hours)} HOURS"
-        if retention_hours is not None:
-            self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-        rows = self.spark.sql(f"VACUUM delta.`{uri}`{hours}{' DRY RUN' if dry_run else ''}").collect()
-        return [r[0] for r in rows if r[0] != uri]
+        # An explicit retention is the caller's choice (the CLI refuses under an hour).
+        check = {} if retention_hours is None else {"spark.databricks.delta.retentionDurationCheck.enabled": False}
+        with temporary_conf(self.spark, check):
+            listed = [r[0] for r in self.spark.sql(f"VACUUM delta.`{uri}`{hours} DRY RUN").collect()]
+            if not dry_run:
+                self.spark.sql(f"VACUUM delta.`{uri}`{hours}").collect()
+        return [f for f in listed if f.rstrip("/") not in (uri, f"file:{uri}", f"file://{uri}")]
 
     # -- internals ----------------------------------------------------------------------
     def _check_files_exist(self, table: str, version: int, files: Sequence[str]) -> None:

@@ -216,18 +216,19 @@ class EmbeddedLake(Lake):
         return self._commit(dt, table, adds, removes, schema, parts, txn=txn, operation="MERGE")
 
     def vacuum(self, table: str, *, retention_hours: int | None = None, dry_run: bool = False) -> list[str]:
+        """The data files deleted (or, ``dry_run``, that would be); Hadoop's hidden ``.crc``
+        checksum files go too, unlisted."""
         dt = self._table(table)
         try:
-            return list(
-                dt.vacuum(
-                    retention_hours=retention_hours,
-                    dry_run=dry_run,
-                    enforce_retention_duration=retention_hours is None,
-                    full=True,  # also the files no version ever referred to (a killed write's)
-                )
+            files = dt.vacuum(
+                retention_hours=retention_hours,
+                dry_run=dry_run,
+                enforce_retention_duration=retention_hours is None,
+                full=True,  # also the files no version ever referred to (a killed write's)
             )
         except DeltaError as exc:
             raise LakeError(f"vacuum of {table} failed: {exc}") from exc
+        return [f for f in files if not f.rsplit("/", 1)[-1].startswith(".")]
 
     # -- internals ----------------------------------------------------------------------
     def _delta_uri(self, table: str) -> str:
