@@ -624,9 +624,13 @@ class Settings(_Section):
         return [n for n, s in self.sources.items() if s.enabled and target in s.targets]
 
     @model_validator(mode="after")
-    def _attributes(self) -> Settings:
+    def _source_names(self) -> Settings:
         if "rejected_files" in self.sources:
             raise ValueError("'sources.rejected_files': the name is taken by quarantine.rejected_files; rename the source")
+        return self
+
+    @model_validator(mode="after")
+    def _attributes(self) -> Settings:
         bad = [n for n in self.attributes if not _ATTRIBUTE_NAME.match(n) or n in _RESERVED_ATTRIBUTE_NAMES]
         if bad:
             raise ValueError(f"attribute names {bad} must be lower-case identifiers (a-z, 0-9, _; a letter first) "

@@ -36,10 +36,6 @@ class Screened:
     headers: dict[str, list[str]] = field(default_factory=dict)  # path -> header (CSV), or [] for other formats
     rejected: dict[str, str] = field(default_factory=dict)  # path -> why it cannot be ingested as rows
 
-    @property
-    def readable(self) -> list[str]:
-        return list(self.headers)
-
 
 def screen_files(spark: SparkSession, source: SourceSettings, files: Sequence[str], expected: Collection[str]) -> Screened:
     """Reject the CSV files whose header line cannot be read or names none of the ``expected``

@@ -21,10 +21,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from crm_spark.config import Settings, SourceSettings
-from crm_spark.errors import CrmSparkError, SourceError
-from crm_spark.lake import Txn
 from crm_spark.contracts.silver import REJECTED_DDL, REJECTED_FILES
-from crm_spark.lake import WriteResult
+from crm_spark.errors import CrmSparkError, SourceError
+from crm_spark.lake import Txn, WriteResult
 from crm_spark.sources.readers import CORRUPT, GLOBS, java_cause, read_raw_files, screen_files
 from crm_spark.sqlcheck import names_referenced
 from crm_spark.stages import StageContext, StageResult

@@ -196,13 +196,17 @@ def parse_timestamp(c: Column, formats: Sequence[str], timezone: str | None = No
 
 def _has_time(fmt: str) -> bool:
     """Whether a datetime pattern reads a time of day (a date alone is the calendar date as written)."""
-    return any(letter in re.sub(r"'[^']*'", "", fmt) for letter in "HhkKms")
+    return any(letter in _pattern_letters(fmt) for letter in "HhkKms")
 
 
 def _has_offset(fmt: str) -> bool:
     """Whether a datetime pattern reads an offset or zone (X, x, Z, O, V, z), or a literal 'Z' (UTC)."""
-    unquoted = re.sub(r"'[^']*'", "", fmt)
-    return "'Z'" in fmt or any(letter in unquoted for letter in "XxZOVz")
+    return "'Z'" in fmt or any(letter in _pattern_letters(fmt) for letter in "XxZOVz")
+
+
+def _pattern_letters(fmt: str) -> str:
+    """A datetime pattern without its quoted literals ('T', 'Z')."""
+    return re.sub(r"'[^']*'", "", fmt)
 
 
 def parse_bool(c: Column) -> Column:
@@ -534,9 +538,9 @@ def status_changes(accepted: DataFrame, current: DataFrame | None) -> DataFrame:
     orders add nothing, so a re-delivery is a no-op.
     """
     seen = F.col(INGESTED_AT) if INGESTED_AT in accepted.columns else F.current_timestamp()
-    stamp = F.coalesce(F.col("status_ts"), seen) if "status_ts" in accepted.columns else seen
     status_ts = F.col("status_ts") if "status_ts" in accepted.columns else F.lit(None).cast("timestamp")
-    rows = accepted.select("order_id", "status", "order_ts", stamp.alias("_stamp"), status_ts.alias("_status_ts"))
+    rows = accepted.select("order_id", "status", "order_ts", F.coalesce(status_ts, seen).alias("_stamp"),
+                           status_ts.alias("_status_ts"))
     if current is not None:
         rows = rows.join(current.select("order_id", F.col("status").alias("_was")), "order_id", "left")
     else:
