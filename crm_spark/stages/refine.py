@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pyspark.errors import AnalysisException
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STAGE = "refine"
 DEMO_PII_KEY = b"crm-spark-DEMO-key-not-a-secret"
 STATUS_HISTORY = "silver.order_status_history"
+RETRY = "_refined_again"  # a row of an earlier batch refined again: its parent has arrived
 
 
 def pii_key(settings: Settings) -> bytes:
@@ -68,9 +69,20 @@ class FilterCounts:
 
 
 @dataclass(frozen=True)
+class PairResult:
+    """One (source, target) pair refined: its new batches, what its filter did, and the rows
+    quarantined earlier for an unknown reference that silver accepted now that it exists."""
+
+    batches: dict[int, BatchCounts]
+    filtered: FilterCounts | None = None
+    released: int = 0
+
+
+@dataclass(frozen=True)
 class RefineOutcome:
     batches: dict[str, dict[int, BatchCounts]]  # "<source>-><target>" -> bronze batch -> counts
     filtered: dict[str, int] = field(default_factory=dict)  # "<source>-><target>" -> rows its mapping filter dropped
+    released: dict[str, int] = field(default_factory=dict)  # "<source>-><target>" -> rows whose parent arrived
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -78,6 +90,7 @@ def run(ctx: StageContext) -> StageResult:
     notes: list[str] = []
     batches: dict[str, dict[int, BatchCounts]] = {}
     filtered: dict[str, int] = {}
+    released: dict[str, int] = {}
     for target in TARGET_ORDER:
         sources = ctx.settings.sources
         feeding = [(n, sources[n], sources[n].targets[target]) for n in ctx.settings.feeding(target)]
@@ -93,44 +106,69 @@ def run(ctx: StageContext) -> StageResult:
             if refined is None:
                 log.info("[refine] %s -> silver.%s: no new batches", name, target)
                 continue
-            batches[f"{name}->{target}"], by_filter = refined
-            if by_filter is not None:
-                filtered[f"{name}->{target}"] = by_filter.dropped
-                notes.append(f"sources.{name}.targets.{target}.filter dropped {by_filter.dropped:,} of "
-                             f"{by_filter.seen:,} rows")
-    if not batches and not any("exist" in n for n in notes):
+            pair = f"{name}->{target}"
+            if refined.batches:
+                batches[pair] = refined.batches
+            if refined.filtered is not None:
+                filtered[pair] = refined.filtered.dropped
+                notes.append(f"sources.{name}.targets.{target}.filter dropped {refined.filtered.dropped:,} of "
+                             f"{refined.filtered.seen:,} rows")
+            if refined.released:
+                released[pair] = refined.released
+                notes.append(f"silver.{target}: {refined.released:,} rows of {name} quarantined for a reference "
+                             f"not known then were accepted now that it is")
+    if not batches and not released and not any("exist" in n for n in notes):
         notes.append("nothing new to refine")
     totals = {k: float(sum(getattr(c, k) for b in batches.values() for c in b.values()))
               for k in ("mapped", "accepted", "quarantined")}
     if filtered:
         totals["filtered"] = float(sum(filtered.values()))
-    return StageResult(STAGE, notes=tuple(notes), metrics=totals, outcome=RefineOutcome(batches, filtered))
+    if released:
+        totals["released"] = float(sum(released.values()))
+    return StageResult(STAGE, notes=tuple(notes), metrics=totals, outcome=RefineOutcome(batches, filtered, released))
 
 
 def refine_pair(
     ctx: StageContext, name: str, source: SourceSettings, target: str, mapping: TargetMapping, *, key: bytes
-) -> tuple[dict[int, BatchCounts], FilterCounts | None] | None:
-    """Refine the bronze batches of ``name`` not yet in ``silver.<target>``: their counts and, for a
-    mapping with a filter, the rows it saw and dropped (dropped rows are not mapped), or None."""
+) -> PairResult | None:
+    """Refine the bronze batches of ``name`` not yet in ``silver.<target>``, and again the earlier
+    rows quarantined only for a reference that silver now holds (:func:`R.awaiting_parents`);
+    None when there is neither. Rows a mapping filter drops are not mapped."""
     lake, settings = ctx.lake, ctx.settings
     silver_table, quarantine = f"silver.{target}", f"quarantine.{target}"
     app = f"refine:{name}"
     history = STATUS_HISTORY if target == "orders" else None
     done = min(_done(ctx, t, app) for t in (silver_table, quarantine, history) if t is not None)
-    bronze = ctx.read(f"bronze.{name}").filter(F.col("_ingest_batch_id") > done)
+    everything = ctx.read(f"bronze.{name}")
+    bronze = everything.filter(F.col("_ingest_batch_id") > done)
     last = bronze.agg(F.max("_ingest_batch_id")).first()[0]
-    if last is None:
-        return None
-    token = Txn(app, int(last))
     formats = source.timestamp_formats or settings.refine.timestamp_formats
-    observed = Observation(f"refine_filter_{name}_{target}") if mapping.filter else None
+    # Referenced tables at their latest version: customers refined a moment ago count as known.
+    known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}
+    current = ctx.read(silver_table) if lake.exists(silver_table) else None
+    awaiting = _awaiting_parents(ctx, target, known=known, current=current, formats=formats) if done >= 0 else None
+    if last is None and awaiting is None:
+        return None
+    # Rows only refined again (their parents arrived) need no token: once in silver they are no
+    # longer awaited, and their quarantine rows are not stored twice.
+    token = Txn(app, int(last)) if last is not None else None
+    observed = Observation(f"refine_filter_{name}_{target}") if mapping.filter and last is not None else None
 
-    try:
-        conformed = R.conform(
-            bronze, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
-            collapse=mapping.collapse, timestamp_formats=formats, dropped=observed, attributes=tuple(settings.attributes),
+    def conform(rows: DataFrame, dropped: Observation | None) -> DataFrame:
+        return R.conform(
+            rows, target=target, columns=mapping.columns, filter_expr=mapping.filter, explode=mapping.explode,
+            collapse=mapping.collapse, timestamp_formats=formats, dropped=dropped, attributes=tuple(settings.attributes),
             timezone=source.timezone,
         )
+
+    try:
+        parts = [] if last is None else [conform(bronze, observed).withColumn(RETRY, F.lit(False))]
+        if awaiting is not None:
+            earlier = everything.filter(F.col("_ingest_batch_id") <= done).join(
+                awaiting.select(*R.LINEAGE).distinct(), list(R.LINEAGE), "left_semi")
+            again = conform(earlier, None).join(awaiting, [*R.LINEAGE, *silver(target).keys], "left_semi")
+            parts.append(again.withColumn(RETRY, F.lit(True)))
+        conformed = R.union_all(parts)
     except (AnalysisException, ValueError) as exc:  # a mapping naming a column the files lack, or bad SQL
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise SourceError(
@@ -149,13 +187,10 @@ def refine_pair(
         max_length=settings.refine.max_field_length,
         timezone=source.timezone,
     )
-    # Referenced tables at their latest version: customers refined a moment ago count as known.
-    known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}
     checked = R.check_references(checked, target=target, known=known)
     rules = {c: r.model_dump() for c, r in _scoped(settings.refine.outliers, target).items() if c in checked.columns}
     # An outlier rule's percentiles are an aggregate over the parsed rows, which the rows then
     # join: without a cache every field is parsed twice (web_events 227k rows: 13 s -> 6 s).
-    current = ctx.read(silver_table) if lake.exists(silver_table) else None
     parsed = checked.persist() if rules else None  # released below, once the counts have cached `checked`
     checked = R.outliers(parsed if parsed is not None else checked, rules=rules)  # lazy, as are the next two
     checked = R.dedupe(checked, target=target)
@@ -163,16 +198,19 @@ def refine_pair(
         checked = R.older_than_silver(checked, current, target=target)
     checked = checked.persist()
     try:
-        per_batch = {
-            int(r["_ingest_batch_id"]): BatchCounts(int(r["mapped"]), int(r["accepted"]), int(r["quarantined"]),
-                                                    int(r["deduplicated"]))
-            for r in checked.groupBy("_ingest_batch_id").agg(
-                F.count(F.lit(1)).alias("mapped"),
-                F.sum(F.when(F.size(R.REASONS) == 0, 1).otherwise(0)).alias("accepted"),
-                F.sum(F.when(F.size(R.REASONS) > 0, 1).otherwise(0)).alias("quarantined"),
-                F.sum(F.when(R.only_dedupe_reasons(), 1).otherwise(0)).alias("deduplicated"),
-            ).collect()
-        }
+        per_batch: dict[int, BatchCounts] = {}
+        released = 0
+        for r in checked.groupBy("_ingest_batch_id", RETRY).agg(
+            F.count(F.lit(1)).alias("mapped"),
+            F.sum(F.when(F.size(R.REASONS) == 0, 1).otherwise(0)).alias("accepted"),
+            F.sum(F.when(F.size(R.REASONS) > 0, 1).otherwise(0)).alias("quarantined"),
+            F.sum(F.when(R.only_dedupe_reasons(), 1).otherwise(0)).alias("deduplicated"),
+        ).collect():
+            if r[RETRY]:
+                released += int(r["accepted"])
+            else:
+                per_batch[int(r["_ingest_batch_id"])] = BatchCounts(
+                    int(r["mapped"]), int(r["accepted"]), int(r["quarantined"]), int(r["deduplicated"]))
         if parsed is not None:
             parsed.unpersist()  # the counts above computed (and cached) every row from it
         # The count above computed the filtered frame: its observation is complete.
@@ -206,12 +244,17 @@ def refine_pair(
         checked.unpersist()
         if parsed is not None:
             parsed.unpersist()
+        if awaiting is not None:
+            awaiting.unpersist()
     for batch, c in sorted(per_batch.items()):
         log.info(
             "[refine] %s -> silver.%s batch %d: %s mapped = %s accepted + %s quarantined",
             name, target, batch, f"{c.mapped:,}", f"{c.accepted:,}", f"{c.quarantined:,}",
         )
-    return per_batch, filter_counts
+    if awaiting is not None:
+        log.info("[refine] %s -> silver.%s: %s earlier rows whose reference has arrived accepted", name, target,
+                 f"{released:,}")
+    return PairResult(per_batch, filter_counts, released)
 
 
 def _rejections(checked: DataFrame, *, mapped: int, target: str, source: str, top: int = 3) -> str:
@@ -232,6 +275,23 @@ def _rejections(checked: DataFrame, *, mapped: int, target: str, source: str, to
             hint = f": no format in sources.{source}.timestamp_formats (or refine.timestamp_formats) parses it"
         parts.append(f"{r['reason']} {r['count']:,} row{'' if r['count'] == 1 else 's'} ({share}){hint}")
     return f"quarantine.{target} holds the rejected rows; commonest reasons: " + ", ".join(parts)
+
+
+def _awaiting_parents(
+    ctx: StageContext, target: str, *, known: Mapping[str, DataFrame], current: DataFrame | None,
+    formats: Sequence[str],
+) -> DataFrame | None:
+    """The quarantined rows of ``target`` whose missing parents silver now holds, cached; None when
+    there are none (one Spark job over the quarantine table and the parents' keys)."""
+    quarantine = f"quarantine.{target}"
+    if not known or not ctx.lake.exists(quarantine):
+        return None
+    rows = R.awaiting_parents(ctx.read(quarantine), target=target, known=known, current=current,
+                              timestamp_formats=formats).persist()
+    if rows.isEmpty():
+        rows.unpersist()
+        return None
+    return rows
 
 
 def _done(ctx: StageContext, table: str, app: str) -> int:

@@ -363,6 +363,40 @@ def check_references(df: DataFrame, *, target: str, known: Mapping[str, DataFram
     return df
 
 
+def awaiting_parents(
+    quarantined: DataFrame, *, target: str, known: Mapping[str, DataFrame], current: DataFrame | None,
+    timestamp_formats: Sequence[str] = (),
+) -> DataFrame:
+    """Quarantined rows of ``target`` to refine again: rejected only for references to keys that
+    were unknown then (``unknown_<col>``, no other reason), every one of which ``known`` holds
+    now, and whose own key ``current`` (silver.<target>) does not hold yet. A child row that
+    arrived before its parent so reaches silver once the parent has.
+
+    Returns their lineage and raw key fields (quarantine's strings, which are bronze's as mapped),
+    to find the rows again in bronze; the rows go through every rule once more.
+    """
+    spec = contract(target)
+    fields = {f.name: f for f in spec.fields}
+    reasons = F.col(REASONS)
+    rows = quarantined.where((F.size(reasons) > 0) & F.forall(reasons, lambda r: r.startswith("unknown_")))
+    for col, table in spec.refs.items():
+        code = f"unknown_{col}"
+        if table not in known:  # the reference was never checked, so no row has this reason
+            rows = rows.where(~F.array_contains(reasons, code))
+            continue
+        parent = known[table].select(F.col(contract(table).keys[0]).alias("_ref_key")).distinct()
+        value = parse_field(fields[col], F.col(col), timestamp_formats=timestamp_formats)
+        rows = rows.join(parent.withColumn("_ref_hit", F.lit(True)), value == parent["_ref_key"], "left")
+        rows = rows.where(~F.array_contains(reasons, code) | F.col("_ref_hit").isNotNull()).drop("_ref_key", "_ref_hit")
+    keys = list(spec.keys)
+    raw_keys = [F.col(k).alias(f"_raw_{k}") for k in keys]
+    rows = rows.select(*LINEAGE, *raw_keys, *(parse_field(fields[k], F.col(k), timestamp_formats=timestamp_formats)
+                                               .alias(k) for k in keys))
+    if current is not None:
+        rows = rows.join(current.select(*keys), keys, "left_anti")
+    return rows.select(*LINEAGE, *(F.col(f"_raw_{k}").alias(k) for k in keys)).distinct()
+
+
 def outliers(df: DataFrame, *, rules: Mapping[str, Mapping[str, Any]]) -> DataFrame:
     """Per column ``{policy: cap|flag, lower: p, upper: p}``: cap values at the batch's percentiles,
     or flag them (reason ``outlier_<col>``). Percentiles are over the accepted rows of the batch."""
