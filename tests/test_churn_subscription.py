@@ -117,14 +117,15 @@ def test_champion_is_within_001_roc_auc_of_scikit_learn_on_the_same_split(subscr
 
 
 def test_time_evaluation_of_one_snapshot_says_what_to_do(subscription: dict, spark: SparkSession) -> None:
-    """The same lake in ``time`` mode: the labels of one snapshot cannot label a training date 90
-    days before the evaluation date, and the stage says so in one line instead of a traceback."""
+    """The same lake in ``time`` mode, as of the snapshot: the labels of one snapshot cannot label
+    training and evaluation dates before it, and the stage says so in one line instead of a
+    traceback. (An as-of date months after the data ends fails the features' freshness gate first.)"""
     ctx: StageContext = subscription["ctx"]
     timed = ctx.settings.model_copy(update={"churn": ctx.settings.churn.model_copy(update={"evaluation": "time"})})
-    other = StageContext(settings=timed, spark=spark, lake=ctx.lake, as_of=date(2024, 9, 30))
+    other = StageContext(settings=timed, spark=spark, lake=ctx.lake, as_of=SNAPSHOT)
     with pytest.raises(SourceError) as err:
         run_stage(other, "churn")
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("the eval set as of 2024-07-02 has 0 customers")
+    assert message.startswith("the train set as of 2024-01-02 has 0 customers")
     assert message.endswith("labels of one snapshot cannot label two dates, set churn.evaluation: snapshot")

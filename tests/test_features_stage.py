@@ -141,3 +141,13 @@ def test_an_as_of_date_outside_the_data_stops_the_stage_and_writes_nothing(
         run_stage(_at(history.ctx, as_of), "features")
     assert "\n" not in str(caught.value)
     assert history.ctx.lake.version(TABLE) == version
+
+
+def test_a_backfill_with_one_stale_date_fails_naming_it(history: History) -> None:
+    """Freshness holds for each date of a backfill: a fresh date does not let a stale one pass."""
+    stale = date(2030, 1, 1)
+    version = history.ctx.lake.version(TABLE)
+    with pytest.raises(DataQualityError, match=r"recency_days.*as_of_date 2030-01-01: min recency_days \d+") as caught:
+        run_backfill(history.ctx, "features", [D2, stale])
+    assert "2024-06-30" not in str(caught.value).split("broken:")[1]
+    assert history.ctx.lake.version(TABLE) == version

@@ -390,3 +390,14 @@ def test_missing_pii_key_in_the_local_env_falls_back_to_the_demo_key(
 ) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     assert refine.pii_key(settings.model_copy(update={"env": "local"})) == refine.DEMO_PII_KEY
+
+
+def test_the_silver_gate_rejects_an_implausible_date(spark: SparkSession, scenario: Scenario) -> None:
+    """Refine quarantines such rows; the gate re-checks the table, so a date outside
+    [refine.earliest_date, now + refine.future_tolerance_days] cannot reach silver another way."""
+    ctx = StageContext(settings=scenario.settings, spark=spark, lake=scenario.lake)
+    customers = scenario.lake.read("silver.customers")
+    future = customers.limit(1).withColumn("signup_date", F.lit("2999-01-01").cast("date"))
+    with pytest.raises(DataQualityError, match=r"signup_date.*2999|broken: `signup_date` IS NULL OR"):
+        ctx.gate.check("silver.customers", future)
+    ctx.gate.check("silver.customers", customers)  # the refined table passes

@@ -58,12 +58,15 @@ class ColumnSum:
 
 @dataclass(frozen=True)
 class ColumnMin:
-    """The smallest value of ``column`` lies in [low, high] (freshness: the newest activity is recent)."""
+    """The smallest value of ``column`` lies in [low, high] (freshness: the newest activity is
+    recent), over the whole frame or, with ``per``, within each group of those columns (each date
+    of a backfill, so one fresh date cannot let a stale one pass)."""
 
     column: str
     low: Any = None
     high: Any = None
     why: str | None = None
+    per: tuple[str, ...] = ()
 
 
 # -- row rules: every one of a table is checked in one query ------------------------------------
@@ -106,15 +109,16 @@ def row_count_change(cc: CheckContext) -> list[RowCount]:
     return [RowCount(low=floor, why=f"at most {cc.settings.quality.max_row_drop:.0%} fewer rows than the {cc.previous_rows:,} replaced")]
 
 
-def freshness(days_column: str, cc: CheckContext) -> list[ColumnMin]:
-    """The freshest row is at most ``quality.freshness_days`` old at the as-of date (``days_column``
-    counts the days from a row's newest activity to the as-of date): features as of a date long
-    after the data ends describe nobody's present."""
-    if cc.as_of is None:
+def freshness(days_column: str, cc: CheckContext, *, per: tuple[str, ...] = ()) -> list[ColumnMin]:
+    """The freshest row (of each ``per`` group: each as-of date) is at most ``quality.freshness_days``
+    old at the as-of date (``days_column`` counts the days from a row's newest activity to the as-of
+    date): features as of a date long after the data ends describe nobody's present."""
+    if cc.as_of is None and not per:  # a backfill has no single as-of date: it needs ``per``
         return []
     days = cc.settings.quality.freshness_days
-    return [ColumnMin(days_column, high=days, why=f"the newest activity at most {days} days before the as-of date "
-                                                   "(quality.freshness_days; is --as-of inside the data?)")]
+    return [ColumnMin(days_column, high=days, per=per,
+                      why=f"the newest activity at most {days} days before the as-of date "
+                          "(quality.freshness_days; is --as-of inside the data?)")]
 
 
 Check = Columns | Unique | RowCount | ColumnSum | ColumnMin | Rule

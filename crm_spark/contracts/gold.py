@@ -55,7 +55,7 @@ def _customer_features(t: Table, cc: CheckContext) -> list[Check]:
         Columns(t.columns),
         *keys(key),
         *row_count_change(cc),
-        *freshness("recency_days", cc),
+        *freshness("recency_days", cc, per=("as_of_date",)),
         *not_null(*(c for c in t.columns if c not in key)),
         *(between(c, 0) for c in (*_FEATURE_COUNTS, *_FEATURE_AMOUNTS)),
         *(between(c, 0, 5) for c in ("r_score", "f_score", "m_score")),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from crm_spark.contracts import Field, Table, register
-from crm_spark.contracts.checks import Check, CheckContext, Columns, RowCount, between, in_set, keys
+from crm_spark.contracts.checks import Check, CheckContext, Columns, RowCount, Rule, between, in_set, keys
 
 ORDER_STATUSES = ("completed", "cancelled", "returned")
 WEB_EVENT_TYPES = ("page_view", "product_view", "search", "add_to_cart", "checkout")
@@ -31,7 +31,18 @@ def _silver_checks(t: Table, cc: CheckContext) -> list[Check]:
             out.append(in_set(f.name, f.allowed))
         if (f.low is not None or f.high is not None) and f.name in typed:
             out.append(between(f.name, f.low, f.high, low_inclusive=f.low_inclusive))
+        if f.kind in ("date", "timestamp") and f.name in typed:
+            out.append(_plausible(f.name, f.kind, cc))
     return out
+
+
+def _plausible(column: str, kind: str, cc: CheckContext) -> Rule:
+    """Dates and times lie between ``refine.earliest_date`` and now plus ``refine.future_tolerance_days``
+    (refine quarantines each row outside it against its own ingest time; the gate re-checks the table)."""
+    refine = cc.settings.refine
+    days = refine.future_tolerance_days
+    latest = f"date_add(current_date(), {days})" if kind == "date" else f"current_timestamp() + make_dt_interval({days})"
+    return Rule(f"`{column}` IS NULL OR (`{column}` >= DATE '{refine.earliest_date.isoformat()}' AND `{column}` <= {latest})")
 
 
 def _reject_share(cc: CheckContext) -> list[Check]:

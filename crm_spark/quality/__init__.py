@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Gate", "QualityReport", "ExpectationOutcome", "quality_dir", "expectations"]
 ROW_RULES = "expect_rows_to_satisfy_rules"
+COLUMN_MIN = "expect_column_min_to_be_between"  # per group (each as-of date): one grouped query
 UNIQUENESS = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
 
 
@@ -128,6 +129,9 @@ def expectations(checks: list[Check], *, show: tuple[str, ...]) -> list[gxe.Expe
             out.append(gxe.ExpectTableRowCountToBeBetween(min_value=c.low, max_value=c.high, description=c.why))
         elif isinstance(c, ColumnSum):
             out.append(gxe.ExpectColumnSumToBeBetween(column=c.column, min_value=c.low, max_value=c.high))
+        elif isinstance(c, ColumnMin) and c.per:
+            out.append(gxe.UnexpectedRowsExpectation(unexpected_rows_query=group_min_query(c), description=c.why,
+                                                     meta={"check": COLUMN_MIN, "column": c.column}))
         elif isinstance(c, ColumnMin):
             out.append(gxe.ExpectColumnMinToBeBetween(column=c.column, min_value=c.low, max_value=c.high,
                                                       description=c.why))
@@ -139,6 +143,18 @@ def expectations(checks: list[Check], *, show: tuple[str, ...]) -> list[gxe.Expe
         out.append(gxe.UnexpectedRowsExpectation(unexpected_rows_query=rule_query(rules, show=show),
                                                  description=f"every row satisfies {len(rules)} rules"))
     return out
+
+
+def group_min_query(check: ColumnMin) -> str:
+    """The groups (``check.per``) whose smallest ``check.column`` lies outside [low, high], each with
+    what broke, in the rule query's ``broken_rules`` shape."""
+    smallest = f"min(`{check.column}`)"
+    outside = [f"{smallest} < {check.low!r}"] if check.low is not None else []
+    outside += [f"{smallest} > {check.high!r}"] if check.high is not None else []
+    groups = ", ".join(f"`{c}`" for c in check.per)
+    label = " || ', ' || ".join(f"'{c} ' || `{c}`" for c in check.per)
+    return (f"SELECT {groups}, {label} || ': min {check.column} ' || {smallest} AS broken_rules "
+            f"FROM {{batch}} GROUP BY {groups} HAVING {' OR '.join(outside) or 'false'}")
 
 
 def rule_query(rules: list[str], *, show: tuple[str, ...]) -> str:
@@ -253,9 +269,11 @@ class Gate:
         kind = config.type
         detail = None
         if kind == "unexpected_rows_expectation":
-            kind = ROW_RULES
+            meta = config.meta or {}
+            kind, column = meta.get("check", ROW_RULES), meta.get("column", column)
             if not r.success:
-                detail = self._broken_rules(df, kwargs["unexpected_rows_query"])
+                found = self._broken_rules(df, kwargs["unexpected_rows_query"])
+                detail = f"expected {config.description}; {found}" if meta and config.description else found
         elif not r.success and config.description:
             detail = f"expected {config.description}"
         return ExpectationOutcome(
