@@ -1,21 +1,28 @@
 """SIGKILL inside a stage's writes: the previous version of every table stays intact, and running
-the stage again gives exactly the tables of a run that was never interrupted.
+the stage again gives exactly the tables of a run that was never interrupted. Two runs of a stage
+at once lose nothing either.
 
-One small landing zone (orders and their lines, one of each bad) is run twice: once without
-interruption (the reference lake) and once with a kill in each of three stages, at a different
-point of a write each (``tests/killed_stage.py``): refine between two of its commits (quarantine
-committed, silver not), features while Spark writes its files, basket after its files and
-before its commit. After each kill the test checks the lake, re-runs the stage in-process and
-compares every table the stage writes with the reference.
+One small landing zone (orders and their lines, one of each bad) is run once without interruption
+(the reference lake), copying the lake before each stage. Each of refine, features and basket (a
+model stage) is then stopped at each point of a write (``tests/killed_stage.py``): while Spark
+writes its files, after its files and before its commit, inside the commit (a half-written
+temporary commit file), and for refine also between two of its commits. Three of these ten are
+real SIGKILLs of a child process (one per stage); the other seven stop the stage in-process at
+the same point by an exception no handler catches (a child JVM costs about 14 s; the files left
+on disk are the same). Each case runs in a copy of the lake as it was before its stage; after it
+the test checks the lake, re-runs the stage in-process and compares every table the stage writes
+with the reference. Two refines at once (a child process and this one) lose nothing either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,8 +33,10 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
 from crm_spark.config import load_settings
+from crm_spark.errors import LakeError
 from crm_spark.lake import Lake, open_lake
 from crm_spark.stages import StageContext, run_stage
+from killed_stage import Aborted, abort, arm
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
@@ -46,14 +55,26 @@ WRITES = {"refine": ("silver.orders", "silver.order_items", "silver.order_status
                      "quarantine.order_items"),
           "features": ("gold.customer_features",),
           "basket": ("gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell")}
+POINTS = ("writing", "committing", "during")
+CASES = [(stage, point) for stage in WRITES for point in POINTS] + [("refine", "between")]
+SIGKILLED = (("refine", "between"), ("features", "writing"), ("basket", "committing"))  # the rest: in-process
+RACE = "race"  # two refines at once on one lake
 
 
 @dataclass
 class Crash:
-    returncode: int
+    returncode: int | None  # None: stopped in-process
     versions_before: dict[str, int | None]
     versions_after_kill: dict[str, int | None]
     readable_after_kill: dict[str, int]
+    lake: Lake
+
+
+@dataclass
+class Race:
+    returncodes: list[int]
+    logs: list[str]
+    lake: Lake
 
 
 def _config(root: Path, name: str) -> Path:
@@ -71,78 +92,132 @@ def _versions(lake: Lake, tables: tuple[str, ...]) -> dict[str, int | None]:
     return {t: lake.version(t) if lake.exists(t) else None for t in tables}
 
 
-def _kill(config: Path, stage: str, point: str, log: Path) -> int:
+def _child(root: Path, name: str, stage: str, point: str) -> subprocess.Popen:
+    """A child process running ``stage`` on lake ``name``, to die at ``point``; its output in ``<name>.log``."""
     env = {**os.environ, "CRM_SPARK_PII_KEY": KEY}
     env.pop("MLFLOW_TRACKING_URI", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(TESTS / "killed_stage.py"), str(config), stage, AS_OF.isoformat(), point],
+    with (root / f"{name}.log").open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, str(TESTS / "killed_stage.py"), str(root / f"{name}.yaml"), stage, AS_OF.isoformat(), point],
             stdout=out, stderr=subprocess.STDOUT, cwd=TESTS.parent, env=env, start_new_session=True,
         )
-        try:
-            return proc.wait(timeout=300)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the killed driver's JVM
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    try:
+        return proc.wait(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the killed driver's JVM
 
 
 @pytest.fixture(scope="module")
-def lakes(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, Lake, dict[str, Crash]]:
+def lakes(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, dict, Race]:
     root = tmp_path_factory.mktemp("crash_points")
     for relative, text in FILES.items():
         (root / "raw" / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / "raw" / relative).write_text(text, encoding="utf-8")
-    settings = {name: load_settings(config_file=_config(root, name)) for name in ("reference", "killed")}
-    lakes = {name: open_lake(spark, s) for name, s in settings.items()}
-    crashes: dict[str, Crash] = {}
+    names = {case: f"{case[0]}-{case[1]}" for case in CASES}
+    settings = {name: load_settings(config_file=_config(root, name)) for name in ("reference", *names.values(), RACE)}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CRM_SPARK_PII_KEY", KEY)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        ref = StageContext(settings=settings["reference"], spark=spark, lake=lakes["reference"], as_of=AS_OF)
-        for stage in ("ingest", *WRITES):
+        reference = open_lake(spark, settings["reference"])
+        ref = StageContext(settings=settings["reference"], spark=spark, lake=reference, as_of=AS_OF)
+        run_stage(ref, "ingest")
+        for stage in WRITES:  # each kill starts from a copy of the lake as it was before its stage
+            for (killed, _), name in names.items():
+                if killed == stage:
+                    shutil.copytree(root / "reference", root / name)
+            if stage == "refine":
+                shutil.copytree(root / "reference", root / RACE)
             run_stage(ref, stage)
-        ctx = StageContext(settings=settings["killed"], spark=spark, lake=lakes["killed"], as_of=AS_OF)
-        run_stage(ctx, "ingest")
-        for stage, point in (("refine", "between"), ("features", "writing"), ("basket", "committing")):
-            before = _versions(lakes["killed"], WRITES[stage])
-            code = _kill(root / "killed.yaml", stage, point, root / f"{stage}.log")
-            after = _versions(lakes["killed"], WRITES[stage])
-            readable = {t: lakes["killed"].read(t).count() for t, v in after.items() if v is not None}
-            crashes[stage] = Crash(code, before, after, readable)
-            run_stage(ctx, stage)  # again, in-process
-    return lakes["reference"], lakes["killed"], crashes
+
+        def context(name: str) -> StageContext:
+            return StageContext(settings=settings[name], spark=spark, lake=open_lake(spark, settings[name]), as_of=AS_OF)
+
+        crashes: dict[tuple[str, str], Crash] = {}
+        for case, name in names.items():
+            ctx = context(name)
+            before = _versions(ctx.lake, WRITES[case[0]])
+            if case in SIGKILLED:
+                code = _wait(_child(root, name, *case))
+            else:
+                with pytest.MonkeyPatch.context() as armed:
+                    arm(case[1], abort, armed.setattr)
+                    with pytest.raises(Aborted):
+                        run_stage(ctx, case[0])
+                code = None  # stopped in-process
+            after = _versions(ctx.lake, WRITES[case[0]])
+            readable = {t: ctx.lake.read(t).count() for t, v in after.items() if v is not None}
+            crashes[case] = Crash(code, before, after, readable, ctx.lake)
+            run_stage(ctx, case[0])  # again, in-process
+
+        # Two writers at once: a child process and this one refine the same lake.
+        race_ctx = context(RACE)
+        child = _child(root, RACE, "refine", "none")
+        log = root / f"{RACE}.log"
+        while "armed" not in log.read_text() and child.poll() is None:
+            time.sleep(0.1)
+        here, message = 0, ""
+        try:
+            run_stage(race_ctx, "refine")
+        except LakeError as exc:
+            here, message = LakeError.exit_code, str(exc)
+        race = Race([here, _wait(child)], [message, log.read_text()], race_ctx.lake)
+        run_stage(race_ctx, "refine")  # whatever the loser left undone
+    return reference, crashes, race
 
 
-@pytest.mark.parametrize("stage", list(WRITES))
-def test_the_stage_died_by_sigkill(lakes, stage: str) -> None:
-    assert lakes[2][stage].returncode == -signal.SIGKILL
+@pytest.mark.parametrize("case", SIGKILLED, ids="-".join)
+def test_the_stage_died_by_sigkill(lakes, case: tuple[str, str]) -> None:
+    assert lakes[1][case].returncode == -signal.SIGKILL
 
 
 def test_refine_killed_between_commits_committed_one_table_and_left_the_rest_as_they_were(lakes) -> None:
-    crash = lakes[2]["refine"]
+    crash = lakes[1][("refine", "between")]
     moved = [t for t in WRITES["refine"] if crash.versions_after_kill[t] != crash.versions_before[t]]
     assert len(moved) == 1  # the first commit (the orders' quarantine); nothing after it
     assert all(v is None for t, v in crash.versions_before.items())
 
 
-@pytest.mark.parametrize("stage", ["features", "basket"])
-def test_a_write_killed_before_its_commit_changes_no_table(lakes, stage: str) -> None:
-    crash = lakes[2][stage]
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] != "between"], ids="-".join)
+def test_a_write_killed_before_its_commit_is_done_changes_no_table(lakes, case: tuple[str, str]) -> None:
+    crash = lakes[1][case]
     assert crash.versions_after_kill == crash.versions_before
+    assert all(rows >= 0 for rows in crash.readable_after_kill.values())  # every earlier version still reads
 
 
-@pytest.mark.parametrize("table", [t for tables in WRITES.values() for t in tables])
-def test_running_the_killed_stage_again_gives_the_tables_of_an_uninterrupted_run(lakes, table: str) -> None:
-    reference, killed, _ = lakes
-    expected, actual = reference.read(table), killed.read(table)
-    drop = [c for c in ("_ingest_batch_id", "_source_file") if c in expected.columns]
-    expected, actual = expected.drop(*drop), actual.drop(*drop)
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True, ignore_column_order=True)
+@pytest.mark.parametrize("case", CASES, ids="-".join)
+def test_running_the_killed_stage_again_gives_the_tables_of_an_uninterrupted_run(lakes, case: tuple[str, str]) -> None:
+    reference, crashes, _ = lakes
+    for table in WRITES[case[0]]:
+        _assert_same_table(reference, crashes[case].lake, table)
 
 
-def test_the_half_written_file_of_the_killed_features_stays_out_of_the_table(lakes) -> None:
-    killed = lakes[1]
+def test_the_half_written_files_stay_out_of_the_table(lakes) -> None:
+    killed = lakes[1][("features", "writing")].lake
     table_dir = Path(killed.uri("gold.customer_features").removeprefix("file://").removeprefix("file:"))
     half = [p for p in table_dir.rglob("part-*.parquet") if "_temporary" in p.parts]
     assert half  # the kill came while Spark was writing
     assert not any("_temporary" in f for f in killed.read("gold.customer_features").inputFiles())
+    during = lakes[1][("features", "during")].lake
+    log = Path(during.uri("gold.customer_features").removeprefix("file://").removeprefix("file:")) / "_delta_log"
+    assert list(log.glob("_commit_*.json.tmp"))  # the cut-short commit is on disk, and ignored
+
+
+def test_two_refines_at_once_lose_nothing_and_the_loser_is_told_to_retry(lakes) -> None:
+    reference, _, race = lakes
+    for code, log in zip(race.returncodes, race.logs):
+        assert code == 0 or (code == LakeError.exit_code and "re-running the stage is safe" in log), log[-2000:]
+        assert "Traceback" not in log
+    assert "armed" in race.logs[1]  # the child's stage ran while this one's did
+    for table in WRITES["refine"]:
+        _assert_same_table(reference, race.lake, table)
+
+
+def _assert_same_table(reference: Lake, other: Lake, table: str) -> None:
+    expected, actual = reference.read(table), other.read(table)
+    drop = [c for c in ("_ingest_batch_id", "_source_file") if c in expected.columns]
+    expected, actual = expected.drop(*drop), actual.drop(*drop)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True, ignore_column_order=True)
