@@ -126,6 +126,9 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--verbose", "-v", action="store_true",
                         default=argparse.SUPPRESS if suppress else False,
                         help="debug logging and tracebacks")
+    parser.add_argument("--force", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="run model and feature stages even when their inputs, settings and as-of date are "
+                             "those of their last run (which they otherwise skip: its tables stand)")
 
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -275,7 +278,7 @@ def _run(
     spark = spark or build_session(settings, preload=STAGE_MODULES)
     lake = open_lake(spark, settings)
     logging.getLogger("crm_spark").info("lake %s (%s engine)", settings.paths.lake, lake.engine)
-    ctx = StageContext(settings=settings, spark=spark, lake=lake, as_of=args.as_of)
+    ctx = StageContext(settings=settings, spark=spark, lake=lake, as_of=args.as_of, force=bool(getattr(args, "force", False)))
     results: list[StageResult] = []
     try:
         for name in names:
@@ -291,12 +294,14 @@ def _summary(out: TextIO, results: list[StageResult], seconds: float, *, pending
     for r in results:
         if r.skipped:
             rows.append([r.stage, "skipped", r.skipped, "", "", f"{r.seconds:.1f}"])
+        for i, (table, version) in enumerate((r.unchanged or {}).items()):
+            rows.append([r.stage if i == 0 else "", "unchanged", table, str(version), "", f"{r.seconds:.1f}" if i == 0 else ""])
         for i, w in enumerate(r.writes):
             rows.append(
                 [r.stage if i == 0 else "", "ok" if not w.noop else "no-op", w.table, str(w.version), f"{w.rows:,}",
                  f"{r.seconds:.1f}" if i == 0 else ""]
             )
-        if not r.skipped and not r.writes:
+        if not r.skipped and not r.writes and not r.unchanged:
             rows.append([r.stage, "ok", "(nothing written)", "", "", f"{r.seconds:.1f}"])
     print(f"\nSummary ({seconds:.1f}s)", file=out)
     _table(out, ["stage", "status", "table", "version", "rows", "seconds"], rows)

@@ -151,3 +151,24 @@ def test_a_backfill_with_one_stale_date_fails_naming_it(history: History) -> Non
         run_backfill(history.ctx, "features", [D2, stale])
     assert "2024-06-30" not in str(caught.value).split("broken:")[1]
     assert history.ctx.lake.version(TABLE) == version
+
+
+def test_a_run_with_nothing_changed_is_not_run_again_unless_forced(history: History) -> None:
+    """Same inputs, settings and date as the last run: the tables stand, nothing is written; --force,
+    a changed setting or a changed input runs it again."""
+    ctx = _at(history.ctx, D2)
+    lake = ctx.lake
+    run_stage(ctx, "features")
+    version = lake.version(TABLE)
+    again = run_stage(ctx, "features")
+    assert again.writes == () and again.unchanged == {TABLE: version}
+    assert lake.version(TABLE) == version
+    forced = StageContext(settings=ctx.settings, spark=ctx.spark, lake=lake, as_of=D2, force=True)
+    assert [w.table for w in run_stage(forced, "features").writes] == [TABLE]
+    assert run_stage(ctx, "features").unchanged is not None  # the forced run's tables stand in turn
+    other = ctx.settings.model_copy(update={"quality": ctx.settings.quality.model_copy(update={"freshness_days": 366})})
+    changed = run_stage(StageContext(settings=other, spark=ctx.spark, lake=lake, as_of=D2), "features")
+    assert changed.unchanged is None and changed.writes
+    products = lake.read("silver.products")
+    lake.overwrite("silver.products", products)  # a new version of an input, same rows
+    assert run_stage(ctx, "features").unchanged is None

@@ -234,6 +234,10 @@ class Lake(ABC):
             return None
         return self.rows(table, partition={col: max(earlier)}) * len(values) or None
 
+    def files(self, table: str, *, version: int | None = None, partition: PartitionSpec | None = None) -> set[str]:
+        """The data files of the table (or of some partitions) at a version (latest by default)."""
+        return set(self.read(table, version=version, partition=partition).inputFiles())
+
     def partition_values(self, table: str, column: str) -> list[str | None]:
         """The distinct values of a partition column, as the Delta log spells them."""
         return sorted_values({partition_value(r[0]) for r in self.read(table).select(column).distinct().collect()})

@@ -138,6 +138,9 @@ class EmbeddedLake(Lake):
             return max(found) if found else None
         return super().max_value(table, column)
 
+    def files(self, table: str, *, version: int | None = None, partition: PartitionSpec | None = None) -> set[str]:
+        return {str(r["path"]) for r in self._files(self._table(table, version), partition)}
+
     def _files(self, dt: DeltaTable, partition: PartitionSpec | None) -> list[dict[str, Any]]:
         wanted = normalize_partition(partition)
         return [

@@ -18,7 +18,9 @@ Stage modules are imported on first use, so ``crm-spark --help`` starts no Spark
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from crm_spark.config import Settings
 from crm_spark.errors import ConfigError, SourceError, StageNotBuiltError
-from crm_spark.lake import Lake, WriteResult
+from crm_spark.lake import Lake, Txn, WriteResult
 from crm_spark.session import temporary_conf
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ class StageSpec:
     options: tuple[Option, ...] = ()
     needs: str | None = None
     backfill: str | None = None
+    skip_unchanged: bool = False  # its run is skipped when inputs, settings and as-of date are its last run's
 
     @property
     def built(self) -> bool:
@@ -127,6 +130,7 @@ class StageResult:
     skipped: str | None = None
     seconds: float = 0.0
     outcome: Any = None
+    unchanged: Mapping[str, int] | None = None  # not run: its tables (and versions) are its last run's, on the same inputs
 
     @property
     def rows(self) -> int:
@@ -148,6 +152,8 @@ class StageContext:
     _writes: list[WriteResult] = field(default_factory=list)
     _quality: list[Any] = field(default_factory=list)
     history: list[StageResult] = field(default_factory=list)  # the results of this run's stages so far, in order
+    force: bool = False  # run stages even when nothing they read or are configured by changed (--force)
+    _token: str | None = None  # the running stage's fingerprint: the app id of its commits (see _fingerprint)
 
     @cached_property
     def gate(self) -> Gate:
@@ -206,6 +212,9 @@ class StageContext:
             previous = self.lake.previous_rows(table, partition) if contract.write == "overwrite" else None
             report = self.gate.check(table, df, previous_rows=previous, as_of=self.resolved_as_of, batch_rows=batch_rows)
             self._quality.append(report)
+        if txn is None and self._token is not None:
+            # The commit this will be: the runner finds it again as the table's latest version.
+            txn = Txn(self._token, self.lake.version(table) + 1 if self.lake.exists(table) else 0)
         if contract.write == "merge":
             # A passed gate that checked the keys' uniqueness spares the lake its own check (a Spark job).
             verified = report is not None and report.verified_unique(contract.keys)
@@ -229,6 +238,7 @@ class StageContext:
 
     def _begin(self) -> None:
         self._reads, self._pins, self._writes, self._quality = {}, {}, [], []
+        self._token = None
 
 
 # -- the declarations -----------------------------------------------------------------------------
@@ -256,35 +266,37 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", "crm_spark.stages.features",
               inputs=("silver.orders", *_SILVER_OPTIONAL), outputs=("gold.customer_features",),
               required=_features_inputs, as_of_from=("silver.orders", "silver.customer_attributes"),
-              backfill="run_dates"),
+              backfill="run_dates", skip_unchanged=True),
     StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", "crm_spark.stages.segment",
               inputs=("gold.customer_features", "silver.customer_attributes"),
               outputs=("gold.customer_segments", "gold.segment_profiles"), required=lambda s: ["gold.customer_features"],
-              as_of_from=("gold.customer_features",)),
+              as_of_from=("gold.customer_features",), skip_unchanged=True),
     StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", "crm_spark.stages.basket",
               inputs=("silver.orders", "silver.order_items", "silver.products"),
               outputs=("gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell"),
-              required=_basket_inputs, as_of_from=("silver.orders",)),
+              required=_basket_inputs, as_of_from=("silver.orders",), skip_unchanged=True),
     StageSpec("churn", "churn labels, model, champion/challenger registry, scores", "crm_spark.stages.churn",
               inputs=("gold.customer_features", "silver.orders", "silver.order_items", "silver.churn_labels",
                       "silver.customer_attributes"),
               outputs=("gold.churn_training", "gold.churn_scores"), required=_churn_inputs,
-              as_of_from=("gold.customer_features",), needs="needed_partitions",
+              as_of_from=("gold.customer_features",), needs="needed_partitions", skip_unchanged=True,
               options=(Option("--score", "only score --as-of with the registered champion model (no training)",
                               entry="score"),)),
     StageSpec("recommend", "ALS product recommendations vs popularity and co-occurrence baselines",
               "crm_spark.stages.recommend",
               inputs=("silver.orders", "silver.order_items", "silver.web_events", "silver.products", "silver.customers"),
               outputs=("gold.recommendations",), required=lambda s: ["silver.orders", "silver.order_items"],
-              as_of_from=("silver.orders",)),
+              as_of_from=("silver.orders",), skip_unchanged=True),
     StageSpec("clv", "customer lifetime value: predicted spend over a horizon vs naive and BG/NBD baselines",
               "crm_spark.stages.clv", inputs=("gold.customer_features", "silver.orders", "silver.order_items"),
-              outputs=("gold.clv",), as_of_from=("gold.customer_features",), needs="needed_partitions"),
+              outputs=("gold.clv",), as_of_from=("gold.customer_features",), needs="needed_partitions",
+              skip_unchanged=True),
     StageSpec("report", "self-contained HTML report of the run: data, quality, every model beside its baselines",
               "crm_spark.stages.report", inputs=("bronze.*", "silver.*", "quarantine.*", "gold.*"), outputs=(),
               required=lambda s: [], dated=False),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+MODEL_STAGES = ("segment", "basket", "churn", "recommend", "clv")  # each logs an MLflow run
 
 
 def stage(name: str) -> StageSpec:
@@ -415,18 +427,89 @@ def _small_input_conf(ctx: StageContext, spec: StageSpec) -> Iterator[None]:
         yield
 
 
-def _input_bytes(ctx: StageContext, spec: StageSpec) -> int | None:
-    """Bytes of the existing tables ``spec`` reads (patterns matched against the configured bronze
-    sources and the declared tables); None when there are none or the lake cannot tell."""
+def _input_tables(ctx: StageContext, spec: StageSpec) -> list[str]:
+    """The existing tables ``spec`` may read (patterns matched against the configured bronze sources
+    and the declared tables), sorted."""
     from crm_spark.contracts import TABLES
 
     known = [*(f"bronze.{n}" for n in ctx.settings.sources), *(t for t in TABLES if "*" not in t)]
     tables = {t for pattern in spec.inputs for t in ([pattern] if "*" not in pattern else
                                                      [k for k in known if fnmatch.fnmatchcase(k, pattern)])}
-    sizes = [ctx.lake.size_bytes(t) for t in sorted(tables) if ctx.lake.exists(t)]
+    return [t for t in sorted(tables) if ctx.lake.exists(t)]
+
+
+def _input_bytes(ctx: StageContext, spec: StageSpec) -> int | None:
+    """Bytes of the existing tables ``spec`` reads; None when there are none or the lake cannot tell."""
+    sizes = [ctx.lake.size_bytes(t) for t in _input_tables(ctx, spec)]
     if not sizes or any(size is None for size in sizes):
         return None
     return sum(size for size in sizes if size is not None)
+
+
+def _fingerprint(ctx: StageContext, spec: StageSpec, as_of: date | None, entry: str = "run") -> str:
+    """``<stage>@<hash>`` of what a run of the stage depends on: each input table (its version; for
+    a table kept per as-of date, the files of the dates the stage reads, so a backfill of other
+    dates changes nothing), the settings (secrets masked), the as-of date and the package version.
+    Its commits carry it as their app transaction, so the next run can tell its tables still stand."""
+    from crm_spark import __version__
+    from crm_spark.contracts import contract_for
+
+    needed: dict[str, list[date]] = spec.load(spec.needs)(ctx.settings, as_of, entry) if spec.needs and as_of else {}
+    inputs: dict[str, Any] = {}
+    for t in _input_tables(ctx, spec):
+        contract = contract_for(t)
+        if as_of is not None and contract is not None and contract.partition_by == ("as_of_date",):
+            dates = sorted({as_of, *needed.get(t, [])})
+            inputs[t] = sorted(ctx.lake.files(t, partition={"as_of_date": dates}))
+        else:
+            inputs[t] = ctx.lake.version(t)
+    payload = {"stage": spec.name, "as_of": as_of.isoformat() if as_of else None, "version": __version__,
+               "inputs": inputs, "settings": ctx.settings.public_dict()}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{spec.name}@{digest[:20]}"
+
+
+def _unchanged_result(ctx: StageContext, name: str, as_of: date | None, unchanged: dict[str, int],
+                      notes: tuple[str, ...]) -> StageResult:
+    """A stage not run again: its tables, and its last MLflow run of the date (metrics for the summary)."""
+    tables = ", ".join(f"{t} v{v}" for t, v in unchanged.items())
+    found = ctx.tracker.find_run(name, as_of=as_of) if name in MODEL_STAGES else None
+    return StageResult(
+        name, as_of=as_of, unchanged=unchanged,
+        metrics=dict(found.data.metrics) if found is not None else {},
+        mlflow_run_id=found.info.run_id if found is not None else None,
+        notes=(*notes, f"unchanged: its inputs, settings and as-of date are those of its last run, whose tables "
+                       f"stand ({tables}); --force runs it again"),
+    )
+
+
+def _unchanged(ctx: StageContext, spec: StageSpec, token: str, as_of: date | None) -> dict[str, int] | None:
+    """The stage's output tables and versions when a run with this fingerprint (``token``) wrote
+    each of them and nothing changed what it wrote since: its commit is the table's latest, or
+    the table is partitioned by date and the partition of ``as_of`` holds the files it wrote (a
+    backfill of other dates came after). None otherwise (why is logged): run the stage."""
+    from crm_spark.contracts import contract_for
+
+    outputs = [t for t in spec.outputs if "*" not in t and ctx.lake.exists(t)]
+    versions: dict[str, int] = {}
+    why = "" if outputs else "no output table yet"
+    for t in outputs:
+        ours, latest = ctx.lake.txn_version(t, token), ctx.lake.version(t)
+        if ours is None:
+            why = f"{t}: no run with these inputs, settings and as-of date wrote it"
+            break
+        if ours != latest:
+            contract = contract_for(t)
+            parts = contract.partition_by if contract is not None else ()
+            mine = {parts[0]: as_of} if as_of is not None and len(parts) == 1 else None
+            if mine is None or ctx.lake.files(t, version=ours, partition=mine) != ctx.lake.files(t, partition=mine):
+                why = f"{t}: changed since version {ours}, which a run with these inputs wrote"
+                break
+        versions[t] = latest
+    if why:
+        log.info("[%s] runs: %s", spec.name, why)
+        return None
+    return versions
 
 
 def _run_spec(
@@ -443,6 +526,12 @@ def _run_spec(
     if result is None:
         try:
             backfill_notes = _ensure_partitions(ctx, spec, as_of, entry) if as_of is not None and spec.needs else ()
+            if spec.skip_unchanged and entry == "run":
+                token = _fingerprint(ctx, spec, as_of, entry)
+                unchanged = None if ctx.force else _unchanged(ctx, spec, token, as_of)
+                if unchanged is not None:
+                    return _unchanged_result(ctx, name, as_of, unchanged, backfill_notes)
+                ctx._token = token  # noqa: SLF001 - its commits carry it
             result = fn(ctx, as_of) if spec.dated else fn(ctx)
             result = replace(result, notes=(*backfill_notes, *result.notes))
         except SourceError as exc:

@@ -192,8 +192,10 @@ def _stages_table(history: list[StageResult]) -> Table | None:
         return None
     rows = []
     for r in history:
-        written = ", ".join(f"{w.table} v{w.version}" for w in r.writes) or "-"
-        rows.append((r.stage, "skipped" if r.skipped else "ok", written if not r.skipped else r.skipped,
+        written = ", ".join(f"{w.table} v{w.version}" for w in r.writes) or ", ".join(
+            f"{t} v{v}" for t, v in (r.unchanged or {}).items()) or "-"
+        status = "skipped" if r.skipped else "unchanged" if r.unchanged else "ok"
+        rows.append((r.stage, status, written if not r.skipped else r.skipped,
                      number(r.rows), f"{r.seconds:.1f}"))
     return Table("Stages", ("stage", "status", "tables written (version) or why skipped", "rows written", "seconds"),
                  tuple(rows), numeric=(False, False, False, True, True))
