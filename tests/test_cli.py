@@ -127,3 +127,26 @@ def test_a_malformed_as_of_date_is_a_usage_error() -> None:
 
     assert result.returncode == 2
     assert "'2024-13-01' is not a date in YYYY-MM-DD form" in result.stderr
+
+
+def test_the_summary_lists_an_unchanged_stage_with_its_tables() -> None:
+    import io
+
+    from crm_spark.cli import _summary
+    from crm_spark.stages import StageResult
+
+    out = io.StringIO()
+    unchanged = StageResult("segment", unchanged={"gold.customer_segments": 3, "gold.segment_profiles": 3},
+                            metrics={"k": 4.0, "silhouette": 0.449}, mlflow_run_id="abc",
+                            notes=("unchanged: ... --force runs it again",))
+    _summary(out, [unchanged], 1.0, pending=())
+    text = out.getvalue()
+    assert re.search(r"segment\s+\|?\s*unchanged\s+\|?\s*gold.customer_segments\s+\|?\s*3", text), text
+    assert "gold.segment_profiles" in text and "(nothing written)" not in text
+    assert "--force" in text
+
+
+def test_force_is_a_global_option() -> None:
+    result = crm_spark("segment", "--force", "--config", "conf/broken.yaml")
+
+    assert result.returncode == 3  # parsed; the broken config stops it before Spark

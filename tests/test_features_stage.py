@@ -153,6 +153,7 @@ def test_a_backfill_with_one_stale_date_fails_naming_it(history: History) -> Non
     assert history.ctx.lake.version(TABLE) == version
 
 
+@pytest.mark.reliability
 def test_a_run_with_nothing_changed_is_not_run_again_unless_forced(history: History) -> None:
     """Same inputs, settings and date as the last run: the tables stand, nothing is written; --force,
     a changed setting or a changed input runs it again."""

@@ -159,6 +159,7 @@ def test_every_batch_reconciles(e2e: EndToEnd) -> None:
         assert silver_in + quarantined == bronze[f"bronze.{source}"], source
 
 
+@pytest.mark.reliability
 def test_a_second_run_changes_no_row(e2e: EndToEnd) -> None:
     """Every stage run twice: ingest and refine find nothing new, each later stage finds that it
     would read, with the same settings and date, exactly what its last run read, and is not run:

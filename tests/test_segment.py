@@ -489,7 +489,8 @@ def stage_runs(spark: SparkSession, settings: Settings, tmp_path_factory: pytest
     tables = {t: lake.read(t).cache() for t in (SEGMENTS, PROFILES)}
     for df in tables.values():
         df.count()
-    second = run_stage(ctx, "segment")
+    # Forced: unforced, a run on the same inputs and settings is not run again (its tables stand).
+    second = run_stage(StageContext(settings=own, spark=spark, lake=lake, force=True), "segment")
     return {"ctx": ctx, "lake": lake, "root": root, "first": first, "second": second, "tables": tables,
             "features_version": written.version}
 
