@@ -7,7 +7,8 @@ One small landing zone (orders and their lines, one of each bad) is run once wit
 model stage) is then stopped at each point of a write (``tests/killed_stage.py``): while Spark
 writes its files, after its files and before its commit, inside the commit (a half-written
 temporary commit file), and for refine also between two of its commits. Three of these ten are
-real SIGKILLs of a child process (one per stage); the other seven stop the stage in-process at
+real SIGKILLs of a child process (one per stage, one per point: refine inside its commit,
+features while Spark writes, basket before its commit); the other seven stop the stage in-process at
 the same point by an exception no handler catches (a child JVM costs about 14 s; the files left
 on disk are the same). Each case runs in a copy of the lake as it was before its stage; after it
 the test checks the lake, re-runs the stage in-process and compares every table the stage writes
@@ -57,7 +58,7 @@ WRITES = {"refine": ("silver.orders", "silver.order_items", "silver.order_status
           "basket": ("gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell")}
 POINTS = ("writing", "committing", "during")
 CASES = [(stage, point) for stage in WRITES for point in POINTS] + [("refine", "between")]
-SIGKILLED = (("refine", "between"), ("features", "writing"), ("basket", "committing"))  # the rest: in-process
+SIGKILLED = (("refine", "during"), ("features", "writing"), ("basket", "committing"))  # one per stage and point
 RACE = "race"  # two refines at once on one lake
 
 
