@@ -30,10 +30,11 @@ DATA = Path(__file__).resolve().parent / "data" / "examples"
 
 def run_example(
     spark: SparkSession, name: str, lake_dir: Path, raw: Path | None = None, results: dict[str, StageResult] | None = None,
-    stages: tuple[str, ...] = ("ingest", "refine"),
+    stages: tuple[str, ...] = ("ingest", "refine"), overrides: dict[str, object] | None = None,
 ) -> Lake:
     settings = load_settings(
-        config_file=CONF / f"{name}.yaml", overrides={"paths.raw": str(raw or DATA / name), "paths.lake": str(lake_dir)}
+        config_file=CONF / f"{name}.yaml",
+        overrides={"paths.raw": str(raw or DATA / name), "paths.lake": str(lake_dir), **(overrides or {})},
     )
     lake = open_lake(spark, settings)
     ctx = StageContext(settings=settings, spark=spark, lake=lake)
@@ -432,8 +433,10 @@ LOG_FILE = DATA / "transaction_log" / "cdnow" / "CDNOW_sample.txt"
 @pytest.fixture(scope="module")
 def transaction_log(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
     """Every stage a log of (customer, date, amount) can feed: basket has nothing to mine in it."""
+    # The wiring is under test, not model size: one k-means fit per k, no GBT challenger, small CLV trees.
     return run_example(spark, "transaction_log", tmp_path_factory.mktemp("cdnow") / "lake", results=LOG_RESULTS,
-                       stages=("ingest", "refine", "features", "segment", "churn", "clv"))
+                       stages=("ingest", "refine", "features", "segment", "churn", "clv"),
+                       overrides={"segment.restarts": 1, "churn.challenger": "none", "clv.gbt_max_iter": 5})
 
 
 def _log_lines() -> list[tuple[str, str, float]]:
