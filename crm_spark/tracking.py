@@ -239,6 +239,26 @@ class Tracker:
                                   order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0] if runs else None
 
+    def find_tagged(self, stage: str, key: str, value: str) -> Any | None:
+        """The latest run of ``stage`` whose tag ``key`` is ``value`` (None: none logged)."""
+        experiment = self.client.get_experiment_by_name(f"{self.settings.tracking.experiment_prefix}/{stage}")
+        if experiment is None:
+            return None
+        runs = self.client.search_runs([experiment.experiment_id], filter_string=f"tags.`{key}` = '{value}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def alias_version(self, registered_model: str, alias: str) -> int | None:
+        """The version ``alias`` points at (None when unset), without loading the model."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return int(self.client.get_model_version_by_alias(registered_model, alias).version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
     def figures(self, run_id: str) -> dict[str, bytes]:
         """The PNG figures a run logged (``figures/*.png``), by file name."""
         from mlflow.artifacts import download_artifacts

@@ -146,15 +146,22 @@ def expectations(checks: list[Check], *, show: tuple[str, ...]) -> list[gxe.Expe
 
 
 def group_min_query(check: ColumnMin) -> str:
-    """The groups (``check.per``) whose smallest ``check.column`` lies outside [low, high], each with
-    what broke, in the rule query's ``broken_rules`` shape."""
+    """The groups (``check.per``) whose smallest ``check.column`` is null or outside [low, high],
+    each with what broke, in the rule query's ``broken_rules`` shape."""
+    from crm_spark.contracts.checks import _sql
+
     smallest = f"min(`{check.column}`)"
-    outside = [f"{smallest} < {check.low!r}"] if check.low is not None else []
-    outside += [f"{smallest} > {check.high!r}"] if check.high is not None else []
+    outside = [f"{smallest} IS NULL"]
+    outside += [f"{smallest} < {_sql(check.low)}"] if check.low is not None else []
+    outside += [f"{smallest} > {_sql(check.high)}"] if check.high is not None else []
     groups = ", ".join(f"`{c}`" for c in check.per)
-    label = " || ', ' || ".join(f"'{c} ' || `{c}`" for c in check.per)
-    return (f"SELECT {groups}, {label} || ': min {check.column} ' || {smallest} AS broken_rules "
-            f"FROM {{batch}} GROUP BY {groups} HAVING {' OR '.join(outside) or 'false'}")
+
+    def text(expr: str) -> str:
+        return f"coalesce(cast({expr} AS string), 'null')"
+
+    label = ", ', ', ".join(f"'{c} ', {text(f'`{c}`')}" for c in check.per)
+    return (f"SELECT {groups}, concat({label}, ': min {check.column} ', {text(smallest)}) AS broken_rules "
+            f"FROM {{batch}} GROUP BY {groups} HAVING {' OR '.join(outside)}")
 
 
 def rule_query(rules: list[str], *, show: tuple[str, ...]) -> str:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import DataFrame, SparkSession
 
 from crm_spark.config import Settings
-from crm_spark.errors import ConfigError, SourceError, StageNotBuiltError
+from crm_spark.errors import ConfigError, LakeError, SourceError, StageNotBuiltError
 from crm_spark.lake import Lake, Txn, WriteResult
 from crm_spark.session import temporary_conf
 
@@ -469,11 +469,23 @@ def _fingerprint(ctx: StageContext, spec: StageSpec, as_of: date | None, entry: 
     return f"{spec.name}@{digest[:20]}"
 
 
+FINGERPRINT_TAG = "crm_spark.fingerprint"  # on a model stage's MLflow run: what it ran on
+REGISTRY_TAG = "crm_spark.registry_state"  # churn: the champion version the scores came from
+
+
+def _registry_state(ctx: StageContext, name: str) -> str | None:
+    """What of the model registry a stage's tables depend on: churn scores with the champion."""
+    if name != "churn":
+        return None
+    from crm_spark.stages.churn import CHAMPION, MODEL_NAME
+
+    return str(ctx.tracker.alias_version(MODEL_NAME, CHAMPION))
+
+
 def _unchanged_result(ctx: StageContext, name: str, as_of: date | None, unchanged: dict[str, int],
-                      notes: tuple[str, ...]) -> StageResult:
-    """A stage not run again: its tables, and its last MLflow run of the date (metrics for the summary)."""
+                      notes: tuple[str, ...], found: Any) -> StageResult:
+    """A stage not run again: its tables, and (model stages) the MLflow run that wrote them."""
     tables = ", ".join(f"{t} v{v}" for t, v in unchanged.items())
-    found = ctx.tracker.find_run(name, as_of=as_of) if name in MODEL_STAGES else None
     return StageResult(
         name, as_of=as_of, unchanged=unchanged,
         metrics=dict(found.data.metrics) if found is not None else {},
@@ -490,10 +502,11 @@ def _unchanged(ctx: StageContext, spec: StageSpec, token: str, as_of: date | Non
     backfill of other dates came after). None otherwise (why is logged): run the stage."""
     from crm_spark.contracts import contract_for
 
-    outputs = [t for t in spec.outputs if "*" not in t and ctx.lake.exists(t)]
+    declared = [t for t in spec.outputs if "*" not in t]
+    outputs = [t for t in declared if ctx.lake.exists(t)]
     versions: dict[str, int] = {}
-    why = "" if outputs else "no output table yet"
-    for t in outputs:
+    why = "" if outputs and len(outputs) == len(declared) else "an output table does not exist yet"
+    for t in outputs if not why else ():
         ours, latest = ctx.lake.txn_version(t, token), ctx.lake.version(t)
         if ours is None:
             why = f"{t}: no run with these inputs, settings and as-of date wrote it"
@@ -502,7 +515,7 @@ def _unchanged(ctx: StageContext, spec: StageSpec, token: str, as_of: date | Non
             contract = contract_for(t)
             parts = contract.partition_by if contract is not None else ()
             mine = {parts[0]: as_of} if as_of is not None and len(parts) == 1 else None
-            if mine is None or ctx.lake.files(t, version=ours, partition=mine) != ctx.lake.files(t, partition=mine):
+            if mine is None or not _same_files(ctx, t, ours, mine):
                 why = f"{t}: changed since version {ours}, which a run with these inputs wrote"
                 break
         versions[t] = latest
@@ -510,6 +523,15 @@ def _unchanged(ctx: StageContext, spec: StageSpec, token: str, as_of: date | Non
         log.info("[%s] runs: %s", spec.name, why)
         return None
     return versions
+
+
+def _same_files(ctx: StageContext, table: str, version: int, partition: dict[str, Any]) -> bool:
+    """Whether ``partition`` of ``table`` holds the files it held at ``version`` (False when that
+    version can no longer be read, e.g. vacuumed)."""
+    try:
+        return ctx.lake.files(table, version=version, partition=partition) == ctx.lake.files(table, partition=partition)
+    except LakeError:
+        return False
 
 
 def _run_spec(
@@ -529,10 +551,25 @@ def _run_spec(
             if spec.skip_unchanged and entry == "run":
                 token = _fingerprint(ctx, spec, as_of, entry)
                 unchanged = None if ctx.force else _unchanged(ctx, spec, token, as_of)
+                found = None
+                if unchanged is not None and name in MODEL_STAGES:
+                    # Its MLflow run must exist too (logging may have failed after the tables), and the
+                    # registry state its tables came from must still hold.
+                    found = ctx.tracker.find_tagged(name, FINGERPRINT_TAG, token)
+                    state = _registry_state(ctx, name)
+                    if found is None or (state is not None and found.data.tags.get(REGISTRY_TAG) != state):
+                        log.info("[%s] runs: %s", name, "no MLflow run with these inputs" if found is None
+                                 else "the registry's champion moved since its last run")
+                        unchanged = None
                 if unchanged is not None:
-                    return _unchanged_result(ctx, name, as_of, unchanged, backfill_notes)
+                    return _unchanged_result(ctx, name, as_of, unchanged, backfill_notes, found)
                 ctx._token = token  # noqa: SLF001 - its commits carry it
             result = fn(ctx, as_of) if spec.dated else fn(ctx)
+            if ctx._token is not None and result.mlflow_run_id and not result.skipped:  # noqa: SLF001
+                ctx.tracker.client.set_tag(result.mlflow_run_id, FINGERPRINT_TAG, ctx._token)  # noqa: SLF001
+                state = _registry_state(ctx, name)
+                if state is not None:
+                    ctx.tracker.client.set_tag(result.mlflow_run_id, REGISTRY_TAG, state)
             result = replace(result, notes=(*backfill_notes, *result.notes))
         except SourceError as exc:
             if not keep_going:

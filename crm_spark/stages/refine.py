@@ -146,7 +146,8 @@ def refine_pair(
     # Referenced tables at their latest version: customers refined a moment ago count as known.
     known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}
     current = ctx.read(silver_table) if lake.exists(silver_table) else None
-    awaiting = _awaiting_parents(ctx, target, known=known, current=current, formats=formats) if done >= 0 else None
+    awaiting = _awaiting_parents(ctx, target, everything, known=known, current=current,
+                                 formats=formats) if done >= 0 else None
     if last is None and awaiting is None:
         return None
     # Rows only refined again (their parents arrived) need no token: once in silver they are no
@@ -220,7 +221,10 @@ def refine_pair(
             filter_counts = FilterCounts(seen=int(values.get("seen") or 0), dropped=int(values.get("rows") or 0))
         # Copies and older versions of a key are expected (snapshots, re-deliveries), not dirt:
         # the reject-share check counts them neither as mapped nor as rejected.
-        mapped = sum(b.mapped - b.deduplicated for b in per_batch.values())
+        # Rows refined again that silver accepts count as mapped and accepted (the gate sees them).
+        mapped = sum(b.mapped - b.deduplicated for b in per_batch.values()) + released
+        if last is None and not released:  # only rows refined again, none accepted: nothing to write
+            return PairResult({}, None, 0)
         # Cached: the gate runs a few jobs over it and the merge another; to_silver's HMAC
         # expressions are worth computing once.
         accepted = R.to_silver(R.accepted_rows(checked), target=target, key=key).persist()
@@ -278,16 +282,19 @@ def _rejections(checked: DataFrame, *, mapped: int, target: str, source: str, to
 
 
 def _awaiting_parents(
-    ctx: StageContext, target: str, *, known: Mapping[str, DataFrame], current: DataFrame | None,
+    ctx: StageContext, target: str, bronze: DataFrame, *, known: Mapping[str, DataFrame], current: DataFrame | None,
     formats: Sequence[str],
 ) -> DataFrame | None:
-    """The quarantined rows of ``target`` whose missing parents silver now holds, cached; None when
-    there are none (one Spark job over the quarantine table and the parents' keys)."""
+    """The quarantined rows of ``target`` from this source's ``bronze`` whose missing parents silver
+    now holds, cached; None when there are none (one Spark job over the quarantine table, the
+    parents' keys and bronze's lineage columns)."""
     quarantine = f"quarantine.{target}"
     if not known or not ctx.lake.exists(quarantine):
         return None
     rows = R.awaiting_parents(ctx.read(quarantine), target=target, known=known, current=current,
-                              timestamp_formats=formats).persist()
+                              timestamp_formats=formats)
+    # Of this source only: a target fed by two sources has the other's rows in its quarantine too.
+    rows = rows.join(bronze.select(*R.LINEAGE).distinct(), list(R.LINEAGE), "left_semi").persist()
     if rows.isEmpty():
         rows.unpersist()
         return None

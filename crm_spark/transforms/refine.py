@@ -378,7 +378,12 @@ def awaiting_parents(
     spec = contract(target)
     fields = {f.name: f for f in spec.fields}
     reasons = F.col(REASONS)
-    rows = quarantined.where((F.size(reasons) > 0) & F.forall(reasons, lambda r: r.startswith("unknown_")))
+    only_unknown = (F.size(reasons) > 0) & F.forall(reasons, lambda r: r.startswith("unknown_"))
+    keys = list(spec.keys)
+    # A line refined again and rejected for another reason since (a newer version of its key, an
+    # outlier) has a later quarantine record: it is no longer waiting for a parent.
+    settled = quarantined.where(~only_unknown).select(*LINEAGE, *keys)
+    rows = quarantined.where(only_unknown).join(settled, [*LINEAGE, *keys], "left_anti")
     for col, table in spec.refs.items():
         code = f"unknown_{col}"
         if table not in known:  # the reference was never checked, so no row has this reason
@@ -388,7 +393,6 @@ def awaiting_parents(
         value = parse_field(fields[col], F.col(col), timestamp_formats=timestamp_formats)
         rows = rows.join(parent.withColumn("_ref_hit", F.lit(True)), value == parent["_ref_key"], "left")
         rows = rows.where(~F.array_contains(reasons, code) | F.col("_ref_hit").isNotNull()).drop("_ref_key", "_ref_hit")
-    keys = list(spec.keys)
     raw_keys = [F.col(k).alias(f"_raw_{k}") for k in keys]
     rows = rows.select(*LINEAGE, *raw_keys, *(parse_field(fields[k], F.col(k), timestamp_formats=timestamp_formats)
                                                .alias(k) for k in keys))
