@@ -156,7 +156,7 @@ def test_a_backfill_with_one_stale_date_fails_naming_it(history: History) -> Non
 @pytest.mark.reliability
 def test_a_run_with_nothing_changed_is_not_run_again_unless_forced(history: History) -> None:
     """Same inputs, settings and date as the last run: the tables stand, nothing is written; --force,
-    a changed setting or a changed input runs it again."""
+    a changed setting, a changed input or changed code runs it again."""
     ctx = _at(history.ctx, D2)
     lake = ctx.lake
     run_stage(ctx, "features")
@@ -173,3 +173,7 @@ def test_a_run_with_nothing_changed_is_not_run_again_unless_forced(history: Hist
     products = lake.read("silver.products")
     lake.overwrite("silver.products", products)  # a new version of an input, same rows
     assert run_stage(ctx, "features").unchanged is None
+    assert run_stage(ctx, "features").unchanged is not None
+    with pytest.MonkeyPatch.context() as mp:  # the package's code edited, its version number not raised
+        mp.setattr("crm_spark.stages._code_digest", lambda: "edited")
+        assert run_stage(ctx, "features").unchanged is None

@@ -18,6 +18,7 @@ Stage modules are imported on first use, so ``crm-spark --help`` starts no Spark
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import importlib
 import json
@@ -28,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -446,11 +448,23 @@ def _input_bytes(ctx: StageContext, spec: StageSpec) -> int | None:
     return sum(size for size in sizes if size is not None)
 
 
+@functools.cache
+def _code_digest() -> str:
+    """A hash of the package's source files: an edited transform runs its stage again even when the
+    version number was not raised (empty when the package is imported from a zip)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")) if root.is_dir() else ():
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
 def _fingerprint(ctx: StageContext, spec: StageSpec, as_of: date | None, entry: str = "run") -> str:
     """``<stage>@<hash>`` of what a run of the stage depends on: each input table (its version; for
     a table kept per as-of date, the files of the dates the stage reads, so a backfill of other
-    dates changes nothing), the settings (secrets masked), the as-of date and the package version.
-    Its commits carry it as their app transaction, so the next run can tell its tables still stand."""
+    dates changes nothing), the settings (secrets masked), the as-of date, the package version and
+    its source files (:func:`_code_digest`). Its commits carry it as their app transaction, so the next run can tell its tables still stand."""
     from crm_spark import __version__
     from crm_spark.contracts import contract_for
 
@@ -464,7 +478,7 @@ def _fingerprint(ctx: StageContext, spec: StageSpec, as_of: date | None, entry: 
         else:
             inputs[t] = ctx.lake.version(t)
     payload = {"stage": spec.name, "as_of": as_of.isoformat() if as_of else None, "version": __version__,
-               "inputs": inputs, "settings": ctx.settings.public_dict()}
+               "code": _code_digest(), "inputs": inputs, "settings": ctx.settings.public_dict()}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     return f"{spec.name}@{digest[:20]}"
 
