@@ -228,23 +228,20 @@ class Tracker:
     # -- reading runs back (the report) -------------------------------------------------------
     def find_run(self, stage: str, *, run_id: str | None = None, as_of: date | None = None) -> Any | None:
         """The run ``run_id``, else the latest run of ``stage`` tagged with ``as_of`` (None: none logged)."""
-        client = self.client
         if run_id:
-            return client.get_run(run_id)
-        experiment = client.get_experiment_by_name(f"{self.settings.tracking.experiment_prefix}/{stage}")
-        if experiment is None:
-            return None
-        query = f"tags.`crm_spark.as_of` = '{as_of.isoformat()}'" if as_of is not None else ""
-        runs = client.search_runs([experiment.experiment_id], filter_string=query,
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0] if runs else None
+            return self.client.get_run(run_id)
+        return self._latest(stage, f"tags.`crm_spark.as_of` = '{as_of.isoformat()}'" if as_of is not None else "")
 
     def find_tagged(self, stage: str, key: str, value: str) -> Any | None:
         """The latest run of ``stage`` whose tag ``key`` is ``value`` (None: none logged)."""
+        return self._latest(stage, f"tags.`{key}` = '{value}'")
+
+    def _latest(self, stage: str, query: str) -> Any | None:
+        """The latest run of ``stage``'s experiment matching ``query`` (an MLflow filter string)."""
         experiment = self.client.get_experiment_by_name(f"{self.settings.tracking.experiment_prefix}/{stage}")
         if experiment is None:
             return None
-        runs = self.client.search_runs([experiment.experiment_id], filter_string=f"tags.`{key}` = '{value}'",
+        runs = self.client.search_runs([experiment.experiment_id], filter_string=query,
                                        order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0] if runs else None
 
@@ -274,18 +271,12 @@ class Tracker:
     def model_by_alias(self, registered_model: str, alias: str) -> tuple[int, Any] | None:
         """The version ``alias`` points at and its Spark model, or None when the alias is unset."""
         import mlflow.spark
-        from mlflow.exceptions import MlflowException
 
-        client = self.client
-        try:
-            found = client.get_model_version_by_alias(registered_model, alias)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
-        version = int(found.version)
+        version = self.alias_version(registered_model, alias)
+        if version is None:
+            return None
         # The artifact URI from this tracker's registry, not models:/ (which reads MLflow's global registry URI).
-        source = client.get_model_version_download_uri(registered_model, str(version))
+        source = self.client.get_model_version_download_uri(registered_model, str(version))
         log.info("loading %s version %d (%s) from %s", registered_model, version, alias, source)
         return version, mlflow.spark.load_model(source)
 

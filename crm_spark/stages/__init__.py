@@ -509,34 +509,50 @@ def _unchanged_result(ctx: StageContext, name: str, as_of: date | None, unchange
     )
 
 
-def _unchanged(ctx: StageContext, spec: StageSpec, token: str, as_of: date | None) -> dict[str, int] | None:
+def _standing(ctx: StageContext, spec: StageSpec, token: str, as_of: date | None,
+              notes: tuple[str, ...]) -> StageResult | None:
+    """The result of a stage not run again, when the tables (and, for a model stage, the MLflow
+    run) of a run with this fingerprint still stand; None (why is logged) when it must run."""
+    versions, why = _unchanged(ctx, spec, token, as_of)
+    found = None
+    if versions is not None and spec.name in MODEL_STAGES:
+        # Its MLflow run must exist too (logging may have failed after the tables), and the
+        # registry state its tables came from must still hold.
+        found = ctx.tracker.find_tagged(spec.name, FINGERPRINT_TAG, token)
+        state = _registry_state(ctx, spec.name)
+        if found is None:
+            why = "no MLflow run with these inputs"
+        elif state is not None and found.data.tags.get(REGISTRY_TAG) != state:
+            why = "the registry's champion moved since its last run"
+    if why:
+        log.info("[%s] runs: %s", spec.name, why)
+        return None
+    return _unchanged_result(ctx, spec.name, as_of, versions or {}, notes, found)
+
+
+def _unchanged(ctx: StageContext, spec: StageSpec, token: str, as_of: date | None) -> tuple[dict[str, int] | None, str]:
     """The stage's output tables and versions when a run with this fingerprint (``token``) wrote
     each of them and nothing changed what it wrote since: its commit is the table's latest, or
     the table is partitioned by date and the partition of ``as_of`` holds the files it wrote (a
-    backfill of other dates came after). None otherwise (why is logged): run the stage."""
+    backfill of other dates came after). Otherwise None, and why."""
     from crm_spark.contracts import contract_for
 
     declared = [t for t in spec.outputs if "*" not in t]
-    outputs = [t for t in declared if ctx.lake.exists(t)]
+    if not declared or not all(ctx.lake.exists(t) for t in declared):
+        return None, "an output table does not exist yet"
     versions: dict[str, int] = {}
-    why = "" if outputs and len(outputs) == len(declared) else "an output table does not exist yet"
-    for t in outputs if not why else ():
+    for t in declared:
         ours, latest = ctx.lake.txn_version(t, token), ctx.lake.version(t)
         if ours is None:
-            why = f"{t}: no run with these inputs, settings and as-of date wrote it"
-            break
+            return None, f"{t}: no run with these inputs, settings and as-of date wrote it"
         if ours != latest:
             contract = contract_for(t)
             parts = contract.partition_by if contract is not None else ()
             mine = {parts[0]: as_of} if as_of is not None and len(parts) == 1 else None
             if mine is None or not _same_files(ctx, t, ours, mine):
-                why = f"{t}: changed since version {ours}, which a run with these inputs wrote"
-                break
+                return None, f"{t}: changed since version {ours}, which a run with these inputs wrote"
         versions[t] = latest
-    if why:
-        log.info("[%s] runs: %s", spec.name, why)
-        return None
-    return versions
+    return versions, ""
 
 
 def _same_files(ctx: StageContext, table: str, version: int, partition: dict[str, Any]) -> bool:
@@ -564,19 +580,9 @@ def _run_spec(
             backfill_notes = _ensure_partitions(ctx, spec, as_of, entry) if as_of is not None and spec.needs else ()
             if spec.skip_unchanged and entry == "run":
                 token = _fingerprint(ctx, spec, as_of, entry)
-                unchanged = None if ctx.force else _unchanged(ctx, spec, token, as_of)
-                found = None
-                if unchanged is not None and name in MODEL_STAGES:
-                    # Its MLflow run must exist too (logging may have failed after the tables), and the
-                    # registry state its tables came from must still hold.
-                    found = ctx.tracker.find_tagged(name, FINGERPRINT_TAG, token)
-                    state = _registry_state(ctx, name)
-                    if found is None or (state is not None and found.data.tags.get(REGISTRY_TAG) != state):
-                        log.info("[%s] runs: %s", name, "no MLflow run with these inputs" if found is None
-                                 else "the registry's champion moved since its last run")
-                        unchanged = None
-                if unchanged is not None:
-                    return _unchanged_result(ctx, name, as_of, unchanged, backfill_notes, found)
+                standing = None if ctx.force else _standing(ctx, spec, token, as_of, backfill_notes)
+                if standing is not None:
+                    return standing
                 ctx._token = token  # noqa: SLF001 - its commits carry it
             result = fn(ctx, as_of) if spec.dated else fn(ctx)
             if ctx._token is not None and result.mlflow_run_id and not result.skipped:  # noqa: SLF001

@@ -356,11 +356,15 @@ def check_references(df: DataFrame, *, target: str, known: Mapping[str, DataFram
     for col, table in contract(target).refs.items():
         if table not in known:
             continue
-        key = contract(table).keys[0]
-        keys = known[table].select(F.col(key).alias("_ref_key")).distinct().withColumn("_ref_hit", F.lit(True))
-        df = df.join(keys, df[col] == keys["_ref_key"], "left")
-        df = add_reason(df, F.col(col).isNotNull() & F.col("_ref_hit").isNull(), f"unknown_{col}").drop("_ref_key", "_ref_hit")
+        df = _with_ref_hit(df, F.col(col), known[table], table)
+        df = add_reason(df, F.col(col).isNotNull() & F.col("_ref_hit").isNull(), f"unknown_{col}").drop("_ref_hit")
     return df
+
+
+def _with_ref_hit(df: DataFrame, value: Column, parent: DataFrame, table: str) -> DataFrame:
+    """``df`` with ``_ref_hit``: true where ``value`` is a key of ``parent`` (silver.<table>), else null."""
+    keys = parent.select(F.col(contract(table).keys[0]).alias("_ref_key")).distinct().withColumn("_ref_hit", F.lit(True))
+    return df.join(keys, value == keys["_ref_key"], "left").drop("_ref_key")
 
 
 def awaiting_parents(
@@ -389,10 +393,9 @@ def awaiting_parents(
         if table not in known:  # the reference was never checked, so no row has this reason
             rows = rows.where(~F.array_contains(reasons, code))
             continue
-        parent = known[table].select(F.col(contract(table).keys[0]).alias("_ref_key")).distinct()
         value = parse_field(fields[col], F.col(col), timestamp_formats=timestamp_formats)
-        rows = rows.join(parent.withColumn("_ref_hit", F.lit(True)), value == parent["_ref_key"], "left")
-        rows = rows.where(~F.array_contains(reasons, code) | F.col("_ref_hit").isNotNull()).drop("_ref_key", "_ref_hit")
+        rows = _with_ref_hit(rows, value, known[table], table)
+        rows = rows.where(~F.array_contains(reasons, code) | F.col("_ref_hit").isNotNull()).drop("_ref_hit")
     raw_keys = [F.col(k).alias(f"_raw_{k}") for k in keys]
     rows = rows.select(*LINEAGE, *raw_keys, *(parse_field(fields[k], F.col(k), timestamp_formats=timestamp_formats)
                                                .alias(k) for k in keys))
