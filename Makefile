@@ -13,7 +13,7 @@ DEMO_SEED ?= 7
 PYTEST_ARGS ?=
 MVN ?= mvn
 
-.PHONY: install java run test test-fast bench clean clean-data
+.PHONY: install java run test test-fast bench dist clean clean-data
 
 install: java $(STAMP) $(JARS)
 
@@ -73,6 +73,15 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# For spark-submit: the wheel (pip install it on the driver, or bake it into an image) and
+# dist/crm_spark.zip, the package alone for --py-files, so executors need nothing installed.
+dist: install
+	rm -rf dist build
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+	$(BIN)/python -c "import pathlib, zipfile; z = zipfile.ZipFile('dist/crm_spark.zip', 'w', zipfile.ZIP_DEFLATED); \
+		[z.write(p) for p in sorted(pathlib.Path('crm_spark').rglob('*')) if p.is_file() and '__pycache__' not in p.parts]; z.close()"
+	ls -1 dist
+
 bench: install
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_etl.py --quick
@@ -81,4 +90,4 @@ clean-data:
 	rm -rf data lake
 
 clean: clean-data
-	rm -rf $(VENV) .pytest_cache jars
+	rm -rf $(VENV) .pytest_cache jars dist build

@@ -50,21 +50,19 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
     modules the caller will need (e.g. :data:`STAGE_MODULES`): they are imported in a thread while
     the JVM starts, when the Python process would otherwise only wait.
     """
-    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    submitted = _submitted_conf()
+    launched_by_spark_submit = submitted is not None
     if not launched_by_spark_submit:
         check_java()
     spark_settings = settings.spark
-    conf = session_conf(settings)
+    conf = session_conf(settings, submitted=submitted)
 
     builder = SparkSession.builder.appName(spark_settings.app_name)
     if spark_settings.master and not launched_by_spark_submit:
         builder = builder.master(spark_settings.master)
-    if launched_by_spark_submit:
+    if submitted is not None:
         # spark-submit --conf / spark-defaults.conf win over the config file's defaults
-        from pyspark import SparkConf
-
-        given = SparkConf()
-        conf = {k: v for k, v in conf.items() if not given.contains(k)}
+        conf = {k: v for k, v in conf.items() if k not in submitted}
     for key, value in conf.items():
         builder = builder.config(key, value)
     if (spark_settings.master or "local").startswith("local") and not launched_by_spark_submit:
@@ -110,17 +108,37 @@ def _import_in_background(modules: Sequence[str]) -> threading.Thread:
     return thread
 
 
-def session_conf(settings: Settings) -> dict[str, str]:
+def _submitted_conf() -> dict[str, str] | None:
+    """Under spark-submit, the settings its driver JVM was started with (--conf, --jars,
+    --packages, spark-defaults.conf); None when this process starts its own JVM."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf
+
+    SparkContext._ensure_initialized()  # noqa: SLF001 - joins spark-submit's JVM, so SparkConf reads its settings
+    return dict(SparkConf().getAll())
+
+
+def session_conf(settings: Settings, *, submitted: Mapping[str, str] | None = None) -> dict[str, str]:
     """The Spark settings the session is built with: the config's, plus delta-spark's jars,
     extension and catalog when its jars are there (whatever the engine: a session can then read
     and write both engines' tables, e.g. ``spark.read.format("delta")`` in a notebook), plus the
-    log4j configuration."""
+    log4j configuration.
+
+    ``submitted``: the settings spark-submit started the JVM with. Its classpath is then fixed, so
+    delta-spark counts only when spark-submit brought it (``--jars``, ``--packages``, or Spark's
+    own jars/); the project's jars/delta cannot be added to a running JVM.
+    """
     conf: dict[str, str] = {k: _conf_value(v) for k, v in settings.spark.conf.items()}
-    if not delta_jars_configured(conf):
-        jars = delta_jar_files(settings)
-        if jars:
-            conf["spark.jars"] = ",".join([*filter(None, [conf.get("spark.jars")]), *jars])
-    if settings.lake.engine == "delta-spark" or delta_jars_configured(conf):
+    if submitted is not None:
+        with_delta = delta_jars_configured(dict(submitted))
+    else:
+        if not delta_jars_configured(conf):
+            jars = delta_jar_files(settings)
+            if jars:
+                conf["spark.jars"] = ",".join([*filter(None, [conf.get("spark.jars")]), *jars])
+        with_delta = delta_jars_configured(conf)
+    if settings.lake.engine == "delta-spark" or with_delta:
         conf.setdefault("spark.sql.extensions", DELTA_EXTENSION)
         conf.setdefault("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         for key, value in _delta_defaults(conf).items():

@@ -1,125 +1,143 @@
-"""The jobs under spark-submit on a real Spark standalone cluster (master + one worker on loopback,
-started from the pip package's own scripts): `jobs/generate.py` writes a small dataset through the
-cluster's executor and `jobs/pipeline.py` ingests and refines it into the lake with the `cluster`
-env. Processes are started here and stopped by their ids.
-"""
+"""The jobs under spark-submit on a real Spark standalone cluster (a master and one worker on
+loopback, started from the pip package's own scripts, stopped by their ids).
+
+`make dist`'s zip is the only copy of crm_spark the executors get (--py-files): they run a Python
+that sees the suite's dependencies but not the installed package. `jobs/generate.py` writes a
+small dataset through the cluster's executor and `jobs/pipeline.py` runs every stage on it."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
+import sysconfig
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyspark
 import pytest
 from deltalake import DeltaTable
+from services import free_port, start, stop, wait_until
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.cluster,
-    # Opt-in: on this 2-core machine the refine gates run pathologically slowly on the standalone
-    # cluster (one 544-row silver.order_items gate took 150 s against ~2 s embedded), so the run
-    # takes over 15 minutes; under investigation (see the README's troubleshooting section).
-    pytest.mark.skipif(os.environ.get("CRM_SPARK_CLUSTER_TESTS") != "1",
-                       reason="cluster tests are opt-in: set CRM_SPARK_CLUSTER_TESTS=1 (slow on 2 cores)"),
-]
+from crm_spark.stages import STAGES
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_HOME = Path(pyspark.__file__).parent
+AS_OF = "2025-03-15"  # before the last day generated: churn and CLV need the orders of their dates
+GOLD = ("customer_features", "customer_segments", "segment_profiles", "basket_rules", "cross_sell",
+        "churn_scores", "recommendations", "clv")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass
+class Cluster:
+    url: str
+    ui: str
+    work: Path
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spark_env() -> dict[str, str]:
     env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1"}
-    return subprocess.Popen(
-        [str(SPARK_HOME / "bin" / "spark-class"), *args], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env=env, start_new_session=True,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYTHONPATH"):
+        env.pop(name, None)
+    return env
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """spark://127.0.0.1:<port> with one alive worker (1 core, 2 GiB)."""
-    logs = tmp_path_factory.mktemp("cluster_logs")
-    port, ui = _free_port(), _free_port()
-    master = _start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                     "--webui-port", str(ui)], logs / "master.log")
-    url = f"spark://127.0.0.1:{port}"
-    worker = _start(["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
-                     "--memory", "2g", "--webui-port", str(_free_port()), "--work-dir", str(logs / "work")],
-                    logs / "worker.log")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """spark://127.0.0.1:<port> with one alive worker (2 cores, 2 GiB)."""
+    logs = tmp_path_factory.mktemp("cluster")
+    port, ui = free_port(), free_port()
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    master = start([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                    "--webui-port", str(ui)], logs / "master.log", env=_spark_env())
+    url, api = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui}/json/"
+    worker = start([spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "2",
+                    "--memory", "2g", "--webui-port", str(free_port()), "--work-dir", str(logs / "work")],
+                   logs / "worker.log", env=_spark_env())
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(api, timeout=2) as response:
+                return json.load(response).get("aliveworkers", 0) >= 1
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as response:
-                    if json.load(response).get("aliveworkers", 0) >= 1:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or master.poll() is not None or worker.poll() is not None:
-                pytest.fail(f"the standalone cluster did not come up; logs in {logs}")
-            time.sleep(1)
-        yield url
+        wait_until(ready, procs=[master, worker], timeout=90, what="the standalone cluster", log=logs / "worker.log")
+        yield Cluster(url, api, logs / "work")
     finally:
-        _stop(worker)
-        _stop(master)
+        stop(worker, timeout=20)
+        stop(master, timeout=20)
 
 
-def _submit(cluster: str, job: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(SPARK_HOME),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "CRM_SPARK_PII_KEY": "cluster-test-key",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+@pytest.fixture(scope="module")
+def package_zip() -> Path:
+    built = subprocess.run(["make", "-s", "dist"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    return ROOT / "dist" / "crm_spark.zip"
+
+
+@pytest.fixture(scope="module")
+def executor_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Python with the suite's dependencies (this environment's site-packages on its path, without
+    processing its .pth files) but not crm_spark, which is installed here as an editable .pth."""
+    venv = tmp_path_factory.mktemp("executor_python")
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)  # noqa: SLF001
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "suite_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = venv / "bin" / "python"
+    check = subprocess.run([str(python), "-c", "import pandas, pyarrow, numpy, pyspark\nimport crm_spark"],
+                           cwd=venv, env=_spark_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert "No module named 'crm_spark'" in check.stderr, check.stderr
+    return python
+
+
+def _submit(cluster: Cluster, package_zip: Path, executor_python: Path, job: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**_spark_env(), "CRM_SPARK_PII_KEY": "cluster-test-key"}
     command = [
-        str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster, "--conf", "spark.ui.enabled=false",
-        "--conf", "spark.sql.shuffle.partitions=2", "--driver-memory", "2g", "--executor-memory", "1g",
-        str(ROOT / "jobs" / job), "--env", "cluster", *args,
+        str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url, "--py-files", str(package_zip),
+        "--conf", f"spark.pyspark.python={executor_python}", "--conf", f"spark.pyspark.driver.python={sys.executable}",
+        "--driver-memory", "2g", "--executor-memory", "1g",
+        str(ROOT / "jobs" / job), "--config", str(ROOT / "tests" / "conf" / "cluster.yaml"), *args,
     ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_generate_and_pipeline_jobs_run_under_spark_submit(cluster: str, tmp_path: Path) -> None:
+def test_generate_and_every_stage_run_under_spark_submit(
+    cluster: Cluster, package_zip: Path, executor_python: Path, tmp_path: Path,
+) -> None:
     raw, lake = tmp_path / "raw", tmp_path / "lake"
 
-    generated = _submit(cluster, "generate.py", "--customers", "150", "--seed", "3", "--out", str(raw),
-                        "--start", "2025-01-01", "--end", "2025-03-31")
+    generated = _submit(cluster, package_zip, executor_python, "generate.py", "--customers", "150", "--seed", "3",
+                        "--out", str(raw), "--start", "2024-06-01", "--end", "2025-03-31")
     assert generated.returncode == 0, generated.stderr[-3000:]
     assert (raw / "_truth" / "archetypes.csv").exists()
 
-    piped = _submit(cluster, "pipeline.py", "--stages", "ingest,refine", "--raw", str(raw), "--lake", str(lake))
-    assert piped.returncode == 0, piped.stderr[-3000:]
-    assert "Summary" in piped.stdout
+    piped = _submit(cluster, package_zip, executor_python, "pipeline.py", "--raw", str(raw), "--lake", str(lake),
+                    "--as-of", AS_OF)
+    assert piped.returncode == 0, piped.stdout[-3000:] + piped.stderr[-3000:]
+    summary = piped.stdout[piped.stdout.index("Summary"):]
+    for spec in STAGES:
+        if spec.built:
+            assert spec.name in summary, spec.name
+    assert "skipped" not in summary, summary
+
     with (raw / "_truth" / "archetypes.csv").open() as handle:
         customers = sum(1 for _ in handle) - 1
-    silver = DeltaTable(str(lake / "silver" / "customers")).to_pyarrow_table()
-    assert silver.num_rows == customers
-    orders = DeltaTable(str(lake / "silver" / "orders")).to_pyarrow_table()
-    assert orders.num_rows > 0
+    assert DeltaTable(str(lake / "silver" / "customers")).to_pyarrow_table().num_rows == customers
+    for table in GOLD:
+        rows = DeltaTable(str(lake / "gold" / table)).to_pyarrow_table().num_rows
+        assert rows > 0, f"gold.{table} is empty"
+    assert list((lake / "_reports").glob("report-*.html"))
+
+    # The work ran on the cluster's executor (with the zip, not an installed package).
+    with urllib.request.urlopen(cluster.ui, timeout=5) as response:
+        apps = json.load(response)["completedapps"]
+    assert len(apps) == 2 and all(a["cores"] >= 1 for a in apps), apps
+    stderr = [p.read_text(errors="replace") for p in cluster.work.glob("app-*/*/stderr")]
+    assert stderr and not any("ModuleNotFoundError" in text for text in stderr)

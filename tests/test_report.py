@@ -7,13 +7,13 @@ import io
 import os
 import re
 import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from services import apt_install
 
 from crm_spark.report import Report, Section, Table, number, render
 from crm_spark.stages.report import ReportOutcome
@@ -144,12 +144,7 @@ def test_a_run_with_skipped_stages_still_reports_why(spark: SparkSession, tmp_pa
 # -- a real browser --------------------------------------------------------------------------------
 def _chromium() -> tuple[str, str]:
     """Debian's chromium and chromedriver, installed with apt-get when missing (root, as on CI)."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        install = subprocess.run(
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver",
-            shell=True, capture_output=True, text=True, timeout=600, check=False)
-        if install.returncode != 0:
-            pytest.fail(f"could not install chromium with apt-get: {install.stderr.strip().splitlines()[-1:]}")
+    apt_install(["chromium", "chromium-driver"], present=lambda: bool(shutil.which("chromium") and shutil.which("chromedriver")))
     return shutil.which("chromium") or "", shutil.which("chromedriver") or ""
 
 

@@ -136,6 +136,20 @@ def test_without_delta_jars_the_session_has_no_delta_extension(settings: Setting
         assert "spark.sql.extensions" not in conf
 
 
+def test_under_spark_submit_delta_counts_only_when_spark_submit_brought_its_jars(settings: Settings, tmp_path: Path) -> None:
+    # spark-submit started the JVM: the project's jars/delta can no longer join its classpath, so a
+    # session configured with Delta's catalog would fail on its first table (ClassNotFoundException).
+    (tmp_path / "delta-spark_4.2_2.13-4.4.0.jar").write_bytes(b"")
+    local = _with_lake(settings, engine="auto", delta_jars=str(tmp_path))
+
+    plain = session_conf(local, submitted={"spark.master": "local[2]"})
+    assert "spark.jars" not in plain and "spark.sql.extensions" not in plain
+
+    with_jars = session_conf(local, submitted={"spark.jars": "/opt/jars/delta-spark_4.2_2.13-4.4.0.jar"})
+    assert "spark.jars" not in with_jars  # spark-submit's own --jars stand
+    assert with_jars["spark.sql.extensions"] == DELTA_EXTENSION
+
+
 def test_preloading_imports_in_the_background_and_leaves_a_failing_import_to_the_caller() -> None:
     import sys
 
