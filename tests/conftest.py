@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from spark_cluster import cluster, executor_python, package_zip, submitted  # noqa: F401 - the shared cluster run
 
 from crm_spark.config import ChurnSettings, PathsSettings, Settings, load_settings
 from crm_spark.generate import GenerateSummary
