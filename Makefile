@@ -78,6 +78,7 @@ test-fast: install
 dist: install
 	rm -rf dist build
 	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+	rm -rf build
 	$(BIN)/python -c "import pathlib, zipfile; z = zipfile.ZipFile('dist/crm_spark.zip', 'w', zipfile.ZIP_DEFLATED); \
 		[z.write(p) for p in sorted(pathlib.Path('crm_spark').rglob('*')) if p.is_file() and '__pycache__' not in p.parts]; z.close()"
 	ls -1 dist

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +24,7 @@ from spark_cluster import OVERLAY, SUBMITTED_AS_OF, SubmittedRun
 
 from crm_spark.stages import dependencies, plan
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # it continues the cluster run's lake
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_VERSION = "3.3.2"
@@ -88,8 +89,9 @@ def test_the_dag_imports_and_runs_every_stage_for_its_logical_date(
 ) -> None:
     assert submitted.piped.returncode == 0, "the cluster run this one continues failed (see test_cluster)"
     assert SUBMITTED_AS_OF < LOGICAL_DATE
-    home, raw, lake = tmp_path / "airflow", submitted.raw, submitted.lake
+    home, raw, lake = tmp_path / "airflow", submitted.raw, tmp_path / "lake"
     home.mkdir()
+    shutil.copytree(submitted.lake, lake)  # the cluster test reads its lake as its run left it
     submit = f"{Path(sys.executable).parent / 'spark-submit'} --master local[2] --driver-memory 2g"
     env = _airflow_env(home, crm_spark_home=str(ROOT), crm_spark_submit=submit,
                        crm_spark_config=str(OVERLAY))
@@ -111,6 +113,8 @@ def test_the_dag_imports_and_runs_every_stage_for_its_logical_date(
     dated = {s.name for s in specs if s.dated}
     for task, command in graph["commands"].items():
         assert f"jobs/{task}.py" in command and ("--as-of {{ ds }}" in command) == (task in dated), command
+        # Variables are read when a task runs (templated), not each time the scheduler parses the file.
+        assert "{{ var.value.get('crm_spark_submit'" in command, command
 
     ran = _airflow(airflow_python, env, "dags", "test", DAG_ID, LOGICAL_DATE.isoformat())
     output = ran.stdout + ran.stderr

@@ -57,7 +57,7 @@ def test_the_cluster_has_the_services_the_spec_names() -> None:
         assert "spark://spark-master:7077" in SERVICES[worker]["command"]
     assert SERVICES["airflow"]["profiles"] == ["airflow"]
     mlflow = " ".join(SERVICES["mlflow"]["command"])
-    assert "postgresql://" in mlflow and "@postgres:5432/" in mlflow
+    assert "postgresql+psycopg://" in mlflow and "@postgres:5432/" in mlflow
     assert any(v.endswith(":/mlflow-artifacts") for v in SERVICES["mlflow"]["volumes"])
     assert "--artifacts-destination /mlflow-artifacts" in mlflow
 
@@ -129,12 +129,22 @@ def test_the_image_bakes_in_the_delta_spark_the_pinned_pyspark_needs() -> None:
     assert "pip install" in dockerfile and re.search(r"^COPY crm_spark ", dockerfile, re.M)
 
 
-@pytest.mark.parametrize("service", ["airflow"])
-def test_airflow_service_sets_the_variables_the_dag_reads(service: str) -> None:
+def test_airflow_service_sets_the_variables_the_dag_reads_and_runs_the_tested_airflow() -> None:
+    from test_airflow import AIRFLOW_VERSION
+
     dag = (ROOT / "dags" / "crm_spark_daily.py").read_text()
     variables = set(re.findall(r"var\.value\.get\('(\w+)'", dag))
     assert variables, "the DAG reads no Airflow Variables"
-    environment = SERVICES[service]["environment"]
+    environment = SERVICES["airflow"]["environment"]
     for variable in variables:
         assert f"AIRFLOW_VAR_{variable.upper()}" in environment, f"compose does not set the Variable {variable}"
-    assert "./dags:/opt/airflow/dags" in SERVICES[service]["volumes"]
+    assert "./dags:/opt/airflow/dags" in SERVICES["airflow"]["volumes"]
+    # spark-submit ignores the config's spark.master: the tasks name the compose master themselves.
+    master = load_settings(env="docker", environ={}).spark.master
+    assert f"--master {master}" in environment["AIRFLOW_VAR_CRM_SPARK_SUBMIT"]
+    assert environment["AIRFLOW_VAR_CRM_SPARK_CONFIG"] == "conf/docker.yaml"
+    airflow_image = (ROOT / "docker" / "airflow.Dockerfile").read_text()
+    assert f"FROM apache/airflow:{AIRFLOW_VERSION}-python3.11" in airflow_image
+    assert f'"apache-airflow=={AIRFLOW_VERSION}"' in airflow_image
+    # conf/docker.yaml's engine is delta-spark: the Airflow image has the jars too.
+    assert "COPY jvm/pom.xml" in airflow_image and "-P delta" in airflow_image

@@ -81,7 +81,7 @@ def postgres() -> Iterator[Postgres]:
                                  env=env, capture_output=True, text=True, timeout=60, check=False)
         assert created.returncode == 0, created.stderr
         dsn = f"host=127.0.0.1 port={port} dbname=mlflow user=mlflow password={PASSWORD}"
-        yield Postgres(f"postgresql://mlflow:{PASSWORD}@127.0.0.1:{port}/mlflow", dsn)
+        yield Postgres(f"postgresql+psycopg://mlflow:{PASSWORD}@127.0.0.1:{port}/mlflow", dsn)
     finally:
         stop(server, sig=signal.SIGINT)  # PostgreSQL's fast shutdown
         shutil.rmtree(home, ignore_errors=True)
