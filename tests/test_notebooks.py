@@ -78,5 +78,6 @@ def test_the_notebooks_run_against_a_finished_run(e2e, tmp_path: Path) -> None:
     first = _text([o for c in executed[EXPECTED[0]].cells for o in c.get("outputs", [])])
     assert "gold.customer_features" in first and "silver.orders" in first
     # The last cell's table has a column per stage whose MLflow run of the date was found.
-    metrics = _text(executed[EXPECTED[2]].cells[-1].outputs)
-    assert metrics.splitlines()[0].split() == ["segment", "churn", "recommend", "clv"], metrics
+    tables = [o["data"]["text/plain"] for o in executed[EXPECTED[2]].cells[-1].outputs
+              if o.get("output_type") == "execute_result"]
+    assert tables and tables[0].splitlines()[0].split() == ["segment", "churn", "recommend", "clv"], tables
