@@ -60,7 +60,7 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
     builder = SparkSession.builder.appName(spark_settings.app_name)
     if spark_settings.master and not launched_by_spark_submit:
         builder = builder.master(spark_settings.master)
-    if submitted is not None:
+    if launched_by_spark_submit:
         # spark-submit --conf / spark-defaults.conf win over the config file's defaults
         conf = {k: v for k, v in conf.items() if k not in submitted}
     for key, value in conf.items():

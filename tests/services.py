@@ -21,6 +21,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def append_to_path(venv: Path, name: str, *folders: str | Path) -> None:
+    """Append ``folders`` to the sys.path of the virtualenv ``venv`` (a .pth file ``name``; .pth
+    files inside those folders are not processed, so an editable install there stays out)."""
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / f"{name}.pth").write_text("".join(f"{folder}\n" for folder in folders))
+
+
 def apt_install(packages: Sequence[str], *, present: Callable[[], bool]) -> None:
     """Install Debian ``packages`` with apt-get unless ``present()`` already holds."""
     if present():

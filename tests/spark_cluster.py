@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyspark
 import pytest
-from services import free_port, start, stop, wait_until
+from services import append_to_path, free_port, start, stop, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -96,8 +96,7 @@ def executor_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     processing its .pth files) but not crm_spark, which is installed here as an editable .pth."""
     venv = tmp_path_factory.mktemp("executor_python")
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)  # noqa: SLF001
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    (site / "suite_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    append_to_path(venv, "suite_dependencies", sysconfig.get_paths()["purelib"])
     python = venv / "bin" / "python"
     check = subprocess.run([str(python), "-c", "import pandas, pyarrow, numpy, pyspark\nimport crm_spark"],
                            cwd=venv, env=spark_env(), capture_output=True, text=True, timeout=120, check=False)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
-from spark_cluster import OVERLAY, SUBMITTED_AS_OF, SubmittedRun
+from services import append_to_path
+from spark_cluster import OVERLAY, SUBMITTED_AS_OF, SubmittedRun, spark_env
 
 from crm_spark.stages import dependencies, plan
 
@@ -45,13 +46,12 @@ def airflow_python() -> Path:
                                  capture_output=True, text=True, timeout=900, check=False)
         assert install.returncode == 0, install.stderr[-3000:]
         (VENV / ".installed").touch()
-    site = next((VENV / "lib").glob("python3*/site-packages"))
-    (site / "crm_spark_checkout.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
+    append_to_path(VENV, "crm_spark_checkout", ROOT, sysconfig.get_paths()["purelib"])
     return python
 
 
 def _airflow_env(home: Path, **variables: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "PYSPARK_"))}
+    env = {k: v for k, v in spark_env().items() if not k.startswith("AIRFLOW")}
     env.update({
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false", "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
