@@ -141,7 +141,10 @@ def refine_pair(
     done = min(_done(ctx, t, app) for t in (silver_table, quarantine, history) if t is not None)
     everything = ctx.read(f"bronze.{name}")
     bronze = everything.filter(F.col("_ingest_batch_id") > done)
-    last = bronze.agg(F.max("_ingest_batch_id")).first()[0]
+    # Bronze only grows by appended batches: its newest batch id, from the log's file statistics
+    # (no scan where the engine keeps them), says whether there is anything new at all.
+    newest = lake.max_value(f"bronze.{name}", "_ingest_batch_id")
+    last = bronze.agg(F.max("_ingest_batch_id")).first()[0] if newest is not None and newest > done else None
     formats = source.timestamp_formats or settings.refine.timestamp_formats
     # Referenced tables at their latest version: customers refined a moment ago count as known.
     known = {t: ctx.read(f"silver.{t}") for t in silver(target).refs.values() if lake.exists(f"silver.{t}")}
