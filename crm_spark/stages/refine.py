@@ -142,7 +142,8 @@ def refine_pair(
     everything = ctx.read(f"bronze.{name}")
     bronze = everything.filter(F.col("_ingest_batch_id") > done)
     # Bronze only grows by appended batches: its newest batch id, from the log's file statistics
-    # (no scan where the engine keeps them), says whether there is anything new at all.
+    # (no scan where the engine keeps them), says whether there is anything new at all. When there
+    # is, the scan stays: the log's answer is the latest version, the token must be the pinned one's.
     newest = lake.max_value(f"bronze.{name}", "_ingest_batch_id")
     last = bronze.agg(F.max("_ingest_batch_id")).first()[0] if newest is not None and newest > done else None
     formats = source.timestamp_formats or settings.refine.timestamp_formats
