@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from crm_spark import __version__
 from crm_spark.config import Settings, load_settings
 from crm_spark.errors import ConfigError, CrmSparkError, SourceError, StageNotBuiltError
-from crm_spark.stages import STAGES, StageContext, StageResult, finish_run, plan, run_stage, stage
+from crm_spark.stages import STAGE_NAMES, STAGES, StageContext, StageResult, finish_run, imports, plan, run_stage, stage
 
 EXIT_CODES = """exit codes: 0 ok, 1 unexpected error, 2 usage or stage not built, 3 config error,
 4 source error, 5 data-quality gate failed, 6 lake error, 7 environment (Java, secrets)"""
@@ -213,11 +213,11 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     source's folder) is used as it is; one an interrupted ``generate`` left half-written is refused."""
     from crm_spark.generate.dataset import TMP_DIR, TRUTH_DIR
     from crm_spark.generate.writer import OutputFs
-    from crm_spark.session import STAGE_MODULES, build_session
+    from crm_spark.session import build_session
     from crm_spark.stages.ingest import source_uri
 
     options = _generate_options(args, settings)
-    spark = build_session(settings, preload=STAGE_MODULES)
+    spark = build_session(settings, preload=imports(STAGE_NAMES))
     raw = OutputFs(spark, options["out"])
     holding = [name for name, source in settings.sources.items()
                if source.enabled and not OutputFs(spark, source_uri(settings, source)).is_empty_or_missing("")]
@@ -272,10 +272,10 @@ def _run(
     spark: Any = None,
 ) -> int:
     from crm_spark.lake import open_lake
-    from crm_spark.session import STAGE_MODULES, build_session
+    from crm_spark.session import build_session
 
     started = time.perf_counter()
-    spark = spark or build_session(settings, preload=STAGE_MODULES)
+    spark = spark or build_session(settings, preload=imports(names))
     lake = open_lake(spark, settings)
     logging.getLogger("crm_spark").info("lake %s (%s engine)", settings.paths.lake, lake.engine)
     ctx = StageContext(settings=settings, spark=spark, lake=lake, as_of=args.as_of, force=bool(getattr(args, "force", False)))

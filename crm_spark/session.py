@@ -29,9 +29,6 @@ from crm_spark.errors import EnvironmentSetupError, LakeError
 
 log = logging.getLogger(__name__)
 MIN_JAVA = 17
-# What the stages import besides PySpark: the gates (Great Expectations, 2-3 s to import), MLflow,
-# and the figures' matplotlib. Worth importing while the JVM starts.
-STAGE_MODULES = ("crm_spark.quality", "mlflow", "matplotlib.figure")
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 DELTA_TABLE_CLASS = "io.delta.tables.DeltaTable"
@@ -47,7 +44,7 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
 
     Under spark-submit, a setting given with ``--conf`` (or in spark-defaults.conf) wins over the
     same key in the config file, and ``--master`` over ``spark.master``. ``preload`` names Python
-    modules the caller will need (e.g. :data:`STAGE_MODULES`): they are imported in a thread while
+    modules the caller will need (the stages' :func:`crm_spark.stages.imports`): they are imported in a thread while
     the JVM starts, when the Python process would otherwise only wait.
     """
     submitted = _submitted_conf()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -16,7 +18,9 @@ from crm_spark.config import PathsSettings, Settings
 from crm_spark.contracts import TABLES, CheckContext, contract_for
 from crm_spark.contracts.checks import Rule, Unique
 from crm_spark.lake import open_lake
-from crm_spark.stages import STAGES, StageContext, dependencies, ordered, plan, producer, run_stage, stage, stage_table
+from crm_spark.stages import (
+    MODEL_STAGES, STAGES, StageContext, dependencies, imports, ordered, plan, producer, run_stage, stage, stage_table,
+)
 from conftest import EndToEnd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +118,28 @@ def test_no_stage_module_talks_to_mlflow() -> None:
         text = module.read_text()
         assert not re.search(r"^\s*(import mlflow|from mlflow)", text, re.M), module.name
         assert "mlflow." not in text.replace("``", ""), module.name
+
+
+def test_each_stage_preloads_what_it_imports_and_no_more() -> None:
+    """A stage writing a gated table preloads the gates (Great Expectations), a tracked one MLflow and
+    matplotlib; the rest wait for nothing they will not use (ingest's tables have no gates)."""
+    for s in (s for s in STAGES if s.built):
+        gated = any((c := contract_for(t)) is not None and c.checks is not None
+                    for t in TABLES if "*" not in t and s.writes(t))
+        assert ("crm_spark.quality" in s.imports) == (gated or s.name == "report"), s.name  # the report links Data Docs
+        assert ("mlflow" in s.imports) == (s.tracked or s.name == "report"), s.name  # the report reads the runs
+    assert imports(["ingest"]) == ()
+    assert imports(["ingest", "refine", "segment"]) == ("crm_spark.quality", "mlflow", "matplotlib.figure")
+    assert MODEL_STAGES == ("segment", "basket", "churn", "recommend", "clv")
+
+
+def test_ingest_runs_without_importing_the_gates_or_mlflow(tmp_path: Path) -> None:
+    script = tmp_path / "imports.py"  # a file: `python -c` stops early importing Great Expectations
+    script.write_text("import sys\nimport crm_spark.cli, crm_spark.stages.ingest, crm_spark.lake\n"
+                      "print(sorted(m for m in ('great_expectations', 'mlflow', 'matplotlib') if m in sys.modules))\n")
+    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_churn_score_is_a_declared_option() -> None:

@@ -297,6 +297,10 @@ class EmbeddedLake(Lake):
         # carries the write job's UUID); Spark's _metadata.file_path ends with exactly that,
         # URI-encoded (a space is %20): decode it ('+' is literal in a path, not a space) so
         # folders like city=New York (written by delta-spark or deltalake) still match.
+        if not part_cols and not with_file:
+            # Nothing needs the file name: not asking for _metadata spares every row a struct of
+            # file fields and the Parquet reader its row index (the optimizer does not prune them).
+            return df.select(*schema.fieldNames())
         depth = len(part_cols) + 1
         file_path = F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B")))
         df = df.select("*", F.concat_ws("/", F.slice(F.split(file_path, "/"), -depth, depth)).alias(_FILE_COL))

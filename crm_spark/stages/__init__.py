@@ -88,6 +88,8 @@ class StageSpec:
     needs: str | None = None
     backfill: str | None = None
     skip_unchanged: bool = False  # its run is skipped when inputs, settings and as-of date are its last run's
+    tracked: bool = False  # it logs an MLflow run (a model stage)
+    imports: tuple[str, ...] = ()  # modules it needs besides PySpark, imported while the JVM starts
 
     @property
     def built(self) -> bool:
@@ -257,6 +259,13 @@ def _features_inputs(settings: Settings) -> list[str]:
     return ["silver.orders" if settings.feeding("orders") else "silver.customers"]
 
 
+# What the stages import besides PySpark, worth importing while the JVM starts (see
+# session.build_session): Great Expectations for the gates (8-10 s on a slow 2-core machine), MLflow
+# and matplotlib for a model stage's run and figures (3-4 s together). Bronze has no gates: ingest needs neither.
+GATES = ("crm_spark.quality",)
+TRACKING = ("mlflow", "matplotlib.figure")
+_MODEL = {"tracked": True, "imports": (*GATES, *TRACKING)}
+
 _SILVER_OPTIONAL = ("silver.customers", "silver.order_items", "silver.products", "silver.web_events",
                     "silver.social_interactions", "silver.feedback", "silver.order_status_history")
 
@@ -264,41 +273,47 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "raw files -> bronze tables, new files only", "crm_spark.stages.ingest",
               outputs=("bronze.*", "quarantine.rejected_files"), dated=False),
     StageSpec("refine", "bronze -> silver + quarantine: types, dedupe, PII, quality gates", "crm_spark.stages.refine",
-              inputs=("bronze.*", "silver.*", "quarantine.*"), outputs=("silver.*", "quarantine.*"), dated=False),
+              inputs=("bronze.*", "silver.*", "quarantine.*"), outputs=("silver.*", "quarantine.*"), dated=False,
+              imports=GATES),
     StageSpec("features", "silver -> gold.customer_features as of a date (RFM, behaviour)", "crm_spark.stages.features",
               inputs=("silver.orders", *_SILVER_OPTIONAL), outputs=("gold.customer_features",),
               required=_features_inputs, as_of_from=("silver.orders", "silver.customer_attributes"),
-              backfill="run_dates", skip_unchanged=True),
+              backfill="run_dates", skip_unchanged=True, imports=GATES),
     StageSpec("segment", "KMeans customer segments and profiles, tracked in MLflow", "crm_spark.stages.segment",
               inputs=("gold.customer_features", "silver.customer_attributes"),
               outputs=("gold.customer_segments", "gold.segment_profiles"), required=lambda s: ["gold.customer_features"],
-              as_of_from=("gold.customer_features",), skip_unchanged=True),
+              as_of_from=("gold.customer_features",), skip_unchanged=True, **_MODEL),
     StageSpec("basket", "FPGrowth itemsets, rules and cross-sell suggestions", "crm_spark.stages.basket",
               inputs=("silver.orders", "silver.order_items", "silver.products"),
               outputs=("gold.basket_itemsets", "gold.basket_rules", "gold.cross_sell"),
-              required=_basket_inputs, as_of_from=("silver.orders",), skip_unchanged=True),
+              required=_basket_inputs, as_of_from=("silver.orders",), skip_unchanged=True, **_MODEL),
     StageSpec("churn", "churn labels, model, champion/challenger registry, scores", "crm_spark.stages.churn",
               inputs=("gold.customer_features", "silver.orders", "silver.order_items", "silver.churn_labels",
                       "silver.customer_attributes"),
               outputs=("gold.churn_training", "gold.churn_scores"), required=_churn_inputs,
               as_of_from=("gold.customer_features",), needs="needed_partitions", skip_unchanged=True,
               options=(Option("--score", "only score --as-of with the registered champion model (no training)",
-                              entry="score"),)),
+                              entry="score"),), **_MODEL),
     StageSpec("recommend", "ALS product recommendations vs popularity and co-occurrence baselines",
               "crm_spark.stages.recommend",
               inputs=("silver.orders", "silver.order_items", "silver.web_events", "silver.products", "silver.customers"),
               outputs=("gold.recommendations",), required=lambda s: ["silver.orders", "silver.order_items"],
-              as_of_from=("silver.orders",), skip_unchanged=True),
+              as_of_from=("silver.orders",), skip_unchanged=True, **_MODEL),
     StageSpec("clv", "customer lifetime value: predicted spend over a horizon vs naive and BG/NBD baselines",
               "crm_spark.stages.clv", inputs=("gold.customer_features", "silver.orders", "silver.order_items"),
               outputs=("gold.clv",), as_of_from=("gold.customer_features",), needs="needed_partitions",
-              skip_unchanged=True),
+              skip_unchanged=True, **_MODEL),
     StageSpec("report", "self-contained HTML report of the run: data, quality, every model beside its baselines",
               "crm_spark.stages.report", inputs=("bronze.*", "silver.*", "quarantine.*", "gold.*"), outputs=(),
-              required=lambda s: [], dated=False),
+              required=lambda s: [], dated=False, imports=(*GATES, *TRACKING)),  # MLflow's runs and Data Docs
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
-MODEL_STAGES = ("segment", "basket", "churn", "recommend", "clv")  # each logs an MLflow run
+MODEL_STAGES = tuple(s.name for s in STAGES if s.tracked)
+
+
+def imports(names: Sequence[str]) -> tuple[str, ...]:
+    """The modules the stages ``names`` import besides PySpark, each once, in stage order."""
+    return tuple(dict.fromkeys(m for s in STAGES if s.name in names for m in s.imports))
 
 
 def stage(name: str) -> StageSpec:
