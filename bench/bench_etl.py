@@ -790,7 +790,7 @@ def print_entry(entry: dict[str, Any]) -> None:
         if last.get("stage_seconds"):
             stages = ", ".join(f"{k} {_fmt(v)}s" for k, v in last["stage_seconds"].items())
             print(f"  {engine} stages (last run): {stages}; in process {_fmt(last.get('in_process_seconds'))}s")
-    suite_last = (entry["runs"].get("suite") or [{"rc": None}])[-1]
+    suite_last = entry["runs"].get("suite", [{}])[-1]  # {}: the suite was not among --engines
     if suite_last.get("gate_seconds"):
         stage_s = suite_last.get("stage_seconds", {})
         gates = ", ".join(
@@ -798,7 +798,7 @@ def print_entry(entry: dict[str, Any]) -> None:
             for k, v in suite_last["gate_seconds"].items()
         )
         print(f"  suite quality gates (last run): {gates}")
-    if suite_last.get("rc") not in (0, None):
+    if suite_last.get("rc", 0) != 0:
         print(f"  suite FAILED (rc {suite_last.get('rc')}): " + (suite_last.get("error") or ["?"])[-1])
     print(f"  suite / pyspark: {_fmt(r['suite_over_pyspark_median'], 2)}x (median), "
           f"{_fmt(r['suite_over_pyspark_min'], 2)}x (min);  "

@@ -44,8 +44,8 @@ def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSe
 
     Under spark-submit, a setting given with ``--conf`` (or in spark-defaults.conf) wins over the
     same key in the config file, and ``--master`` over ``spark.master``. ``preload`` names Python
-    modules the caller will need (the stages' :func:`crm_spark.stages.imports`): they are imported in a thread while
-    the JVM starts, when the Python process would otherwise only wait.
+    modules the caller will need (the stages' :func:`crm_spark.stages.imports`): they are imported
+    in a thread while the JVM starts, when the Python process would otherwise only wait.
     """
     submitted = _submitted_conf()
     launched_by_spark_submit = submitted is not None

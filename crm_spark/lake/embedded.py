@@ -293,14 +293,14 @@ class EmbeddedLake(Lake):
                 f"{dt.table_uri} version {dt.version()}: data files it references are gone (vacuumed, or deleted "
                 f"outside the lake); read a later version ({str(exc).splitlines()[0]})"
             ) from None
-        # A file is known by its partition folders + name (unique within a table: the name
-        # carries the write job's UUID); Spark's _metadata.file_path ends with exactly that,
-        # URI-encoded (a space is %20): decode it ('+' is literal in a path, not a space) so
-        # folders like city=New York (written by delta-spark or deltalake) still match.
         if not part_cols and not with_file:
             # Nothing needs the file name: not asking for _metadata spares every row a struct of
             # file fields and the Parquet reader its row index (the optimizer does not prune them).
             return df.select(*schema.fieldNames())
+        # A file is known by its partition folders + name (unique within a table: the name
+        # carries the write job's UUID); Spark's _metadata.file_path ends with exactly that,
+        # URI-encoded (a space is %20): decode it ('+' is literal in a path, not a space) so
+        # folders like city=New York (written by delta-spark or deltalake) still match.
         depth = len(part_cols) + 1
         file_path = F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B")))
         df = df.select("*", F.concat_ws("/", F.slice(F.split(file_path, "/"), -depth, depth)).alias(_FILE_COL))
