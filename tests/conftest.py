@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import pytest
+from pyspark import SparkContext
 from spark_cluster import cluster, executor_python, package_zip, submitted  # noqa: F401 - the shared cluster run
 
 from crm_spark.config import ChurnSettings, PathsSettings, Settings, load_settings
@@ -31,6 +34,32 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def spark(settings: Settings):
     """local[2], 1 shuffle partition, UI off, UTC. Tests never stop it."""
     return build_session(settings)
+
+
+@pytest.fixture(autouse=True)
+def _session_jvm_alive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Stop the run, naming the test, when the session's JVM has exited: every later test would
+    only fail with py4j's "Connection refused", and the cause (a signal, a crash report) is lost."""
+    yield
+    proc = getattr(SparkContext._gateway, "proc", None)  # noqa: SLF001 - the JVM pyspark launched
+    if proc is not None and proc.poll() is not None:
+        pytest.exit(f"the test session's Spark JVM exited during {request.node.nodeid}: {jvm_exit_cause(proc.returncode, proc.pid)}",
+                    returncode=3)
+
+
+def jvm_exit_cause(returncode: int, pid: int) -> str:
+    """What a JVM's exit status says, with the head of its crash report (hs_err) when it wrote one."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        cause = f"killed by {name}" + (" (the kernel's OOM killer sends this; see dmesg)" if name == "SIGKILL" else "")
+    else:
+        cause = f"exit code {returncode}"
+    for folder in (Path.cwd(), Path("/tmp")):
+        report = folder / f"hs_err_pid{pid}.log"
+        if report.exists():
+            head = [line for line in report.read_text(errors="replace").splitlines()[:40] if line.startswith("#")]
+            return f"{cause}; crash report {report}:\n" + "\n".join(head)
+    return cause
 
 
 # -- the one end-to-end run shared by the end-to-end tests ----------------------------------------
