@@ -72,7 +72,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         try:
             with urllib.request.urlopen(api, timeout=2) as response:
                 return json.load(response).get("aliveworkers", 0) >= 1
-        except OSError:
+        except (OSError, ValueError):  # not listening yet; or a starting master's HTML page, not its JSON
             return False
 
     try:

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
 
 from crm_spark.config import Settings
 from crm_spark.errors import LakeError
-from crm_spark.lake import Txn, open_lake
+from crm_spark.lake import Txn, embedded, open_lake
 from crm_spark.lake.embedded import EmbeddedLake
 from crm_spark.session import delta_spark_available
 from lake_contract import D1, D2, D3, ORDERS, LakeContract, assert_rows, data_files, orders, referenced_files
@@ -104,6 +105,69 @@ def test_the_loser_of_two_writers_creating_a_table_is_told_a_retry_is_safe(
         lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
     assert "re-running the stage is safe" in str(caught.value) and "\n" not in str(caught.value)
     assert_rows(lake.read(ORDERS), orders(spark, [(9, "c9", 90.0, D2)]))
+    assert data_files(lake, ORDERS) == referenced_files(lake, ORDERS)
+
+
+def test_of_two_writers_creating_a_table_at_the_same_moment_one_commits(
+    lake: EmbeddedLake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both find the table missing and commit version 0 at once (as two refines did). Without
+    # max_commit_retries=0 deltalake committed the loser as version 1 in 3 of 4 such races.
+    create, barrier = embedded.create_table_with_add_actions, threading.Barrier(2)
+
+    def together(*args: object, **kwargs: object) -> object:
+        barrier.wait(timeout=60)
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(embedded, "create_table_with_add_actions", together)
+    rival = EmbeddedLake(spark, lake.root)
+    for attempt in range(3):
+        table = f"silver.race_{attempt}"
+        errors: list[LakeError] = []
+
+        def write(writer: EmbeddedLake) -> None:
+            try:
+                writer.append(table, orders(spark, [(1, "c1", 10.0, D1)]), txn=Txn("refine", 0))
+            except LakeError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in (lake, rival)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert lake.version(table) == 0
+        assert lake.read(table).count() == 1
+        assert data_files(lake, table) == referenced_files(lake, table)
+        assert len(errors) == 1 and all("re-running the stage is safe" in str(e) for e in errors), errors
+
+
+@pytest.mark.parametrize("write", ["append", "merge"])
+def test_a_writer_whose_snapshot_a_rival_moved_on_is_told_a_retry_is_safe(
+    lake: EmbeddedLake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    # Two refines at once: both read version 0, the rival commits first. The loser's write was
+    # computed from version 0 (keys it thought new, a transaction it thought not done), so it must
+    # not be committed on top of version 1 (deltalake retries a commit at the next version).
+    lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
+    rival = EmbeddedLake(spark, lake.root)
+    write_files = EmbeddedLake._write_files
+
+    def then_a_rival_writes_the_same(self: EmbeddedLake, table: str, df: object, parts: object) -> object:
+        adds = write_files(self, table, df, parts)
+        if self is lake:
+            rival.merge(ORDERS, orders(spark, [(2, "c2", 20.0, D2)]), keys=["order_id"], txn=Txn("refine", 7))
+        return adds
+
+    monkeypatch.setattr(EmbeddedLake, "_write_files", then_a_rival_writes_the_same)
+    with pytest.raises(LakeError, match="another writer committed first") as caught:
+        if write == "merge":
+            lake.merge(ORDERS, orders(spark, [(2, "c2", 20.0, D2)]), keys=["order_id"], txn=Txn("refine", 7))
+        else:
+            lake.append(ORDERS, orders(spark, [(2, "c2", 20.0, D2)]), txn=Txn("refine", 7))
+    assert "re-running the stage is safe" in str(caught.value) and "\n" not in str(caught.value)
+    assert lake.version(ORDERS) == 1
+    assert_rows(lake.read(ORDERS), orders(spark, [(1, "c1", 10.0, D1), (2, "c2", 20.0, D2)]))
     assert data_files(lake, ORDERS) == referenced_files(lake, ORDERS)
 
 

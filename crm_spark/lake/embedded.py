@@ -416,7 +416,9 @@ class EmbeddedLake(Lake):
                 commit_properties=_props(txn, operation, {"rows": _rows(adds)}),
             )
         except DeltaError as exc:
-            if "already exists" in str(exc):  # the log was never written: these files are ours alone
+            # Another writer's version 0 was there when this one looked (already exists) or when it
+            # committed (CommitFailedError); either way no version refers to these files.
+            if isinstance(exc, CommitFailedError) or "already exists" in str(exc):
                 self._discard(table, adds)
                 raise LakeError(
                     f"creating {table} failed: another writer created it first (a concurrent run); nothing of this "
@@ -571,9 +573,14 @@ def _already_done(dt: DeltaTable, txn: Txn) -> bool:
 def _props(txn: Txn | None, operation: str, extra: dict[str, Any]) -> CommitProperties:
     metadata = {"crm_spark.operation": operation, "crm_spark.engine": "embedded"}
     metadata.update({f"crm_spark.{k}": str(v) for k, v in extra.items()})
+    # No retries: every write here was computed from the version it read (the keys it merges,
+    # the transaction it found not done, the table it found missing). deltalake would otherwise
+    # commit a loser at the next version: two refines creating silver.orders at once both landed
+    # (versions 0 and 1, every row twice; 149 of 200 races of two bare creates did).
     return CommitProperties(
         app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
         custom_metadata=metadata,
+        max_commit_retries=0,
     )
 
 
