@@ -83,6 +83,9 @@ def _config(root: Path, name: str) -> Path:
     config["paths"] = {"raw": str(root / "raw"), "lake": str(root / name)}
     config["sources"] = SOURCES
     config.setdefault("basket", {})["min_support"] = 0.2
+    # The killed children start three JVMs at once beside the test session's own, for a few rows
+    # each: 1g of heap each, not the overlay's 4g (this process's JVM is running: it ignores this).
+    config["spark"]["conf"]["spark.driver.memory"] = "1g"
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
