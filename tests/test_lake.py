@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,19 +89,24 @@ def test_a_failed_commit_is_a_lake_error_and_changes_nothing(
     assert data_files(lake, ORDERS) == referenced_files(lake, ORDERS)  # the lost write's files are gone
 
 
+def _rival_commits_meanwhile(monkeypatch: pytest.MonkeyPatch, lake: EmbeddedLake, rival_write: Callable[[], object]) -> None:
+    """Run ``rival_write`` (another writer's commit) after ``lake`` wrote its files, before it commits."""
+    write_files = EmbeddedLake._write_files
+
+    def then_the_rival(self: EmbeddedLake, table: str, df: object, parts: object) -> object:
+        adds = write_files(self, table, df, parts)
+        if self is lake:
+            rival_write()
+        return adds
+
+    monkeypatch.setattr(EmbeddedLake, "_write_files", then_the_rival)
+
+
 def test_the_loser_of_two_writers_creating_a_table_is_told_a_retry_is_safe(
     lake: EmbeddedLake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rival = EmbeddedLake(spark, lake.root)
-    write_files = EmbeddedLake._write_files
-
-    def then_a_rival_creates_it(self: EmbeddedLake, table: str, df: object, parts: object) -> object:
-        adds = write_files(self, table, df, parts)
-        if self is lake:
-            rival.append(ORDERS, orders(spark, [(9, "c9", 90.0, D2)]))
-        return adds
-
-    monkeypatch.setattr(EmbeddedLake, "_write_files", then_a_rival_creates_it)
+    _rival_commits_meanwhile(monkeypatch, lake, lambda: rival.append(ORDERS, orders(spark, [(9, "c9", 90.0, D2)])))
     with pytest.raises(LakeError, match="another writer created it first") as caught:
         lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
     assert "re-running the stage is safe" in str(caught.value) and "\n" not in str(caught.value)
@@ -151,15 +157,8 @@ def test_a_writer_whose_snapshot_a_rival_moved_on_is_told_a_retry_is_safe(
     # not be committed on top of version 1 (deltalake retries a commit at the next version).
     lake.append(ORDERS, orders(spark, [(1, "c1", 10.0, D1)]))
     rival = EmbeddedLake(spark, lake.root)
-    write_files = EmbeddedLake._write_files
-
-    def then_a_rival_writes_the_same(self: EmbeddedLake, table: str, df: object, parts: object) -> object:
-        adds = write_files(self, table, df, parts)
-        if self is lake:
-            rival.merge(ORDERS, orders(spark, [(2, "c2", 20.0, D2)]), keys=["order_id"], txn=Txn("refine", 7))
-        return adds
-
-    monkeypatch.setattr(EmbeddedLake, "_write_files", then_a_rival_writes_the_same)
+    _rival_commits_meanwhile(monkeypatch, lake, lambda: rival.merge(
+        ORDERS, orders(spark, [(2, "c2", 20.0, D2)]), keys=["order_id"], txn=Txn("refine", 7)))
     with pytest.raises(LakeError, match="another writer committed first") as caught:
         if write == "merge":
             lake.merge(ORDERS, orders(spark, [(2, "c2", 20.0, D2)]), keys=["order_id"], txn=Txn("refine", 7))
