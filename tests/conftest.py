@@ -16,9 +16,11 @@ from crm_spark.config import ChurnSettings, PathsSettings, Settings, load_settin
 from crm_spark.generate import GenerateSummary
 from crm_spark.lake import Lake, open_lake
 from crm_spark.session import build_session
-from crm_spark.stages import StageContext, StageResult, finish_run, run_stage
+from crm_spark.stages import StageContext, StageResult, finish_run, plan, run_stage
 
 TEST_CONF = Path(__file__).parent / "conf" / "test.yaml"
+EXAMPLES = Path(__file__).resolve().parent.parent / "conf" / "examples"
+EXAMPLE_DATA = Path(__file__).resolve().parent / "data" / "examples"
 
 
 @pytest.fixture(scope="session")
@@ -126,3 +128,27 @@ def e2e(spark, settings: Settings, generated: tuple[Path, GenerateSummary]) -> E
     finally:
         mp.undo()
     return run
+
+
+# -- the basket-list example, every stage: shared by test_examples and test_report -----------------
+@dataclass
+class ExampleRun:
+    lake: Lake
+    results: dict[str, StageResult]
+
+
+@pytest.fixture(scope="session")
+def baskets_example(spark, tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
+    """conf/examples/baskets.yaml on its sample file, every stage in order as `crm-spark run` runs
+    them (keep going): a basket list feeds ingest, refine and basket; the stages that need
+    customers, dates or prices are skipped, each saying why."""
+    settings = load_settings(config_file=EXAMPLES / "baskets.yaml",
+                             overrides={"paths.raw": str(EXAMPLE_DATA / "baskets"),
+                                        "paths.lake": str(tmp_path_factory.mktemp("baskets") / "lake")})
+    lake = open_lake(spark, settings)
+    ctx = StageContext(settings=settings, spark=spark, lake=lake)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.refine.pii_key_env, "examples-test-key")
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # model stages track into the lake's own store
+        results = {spec.name: run_stage(ctx, spec.name, keep_going=True) for spec in plan(None)}
+    return ExampleRun(lake, results)

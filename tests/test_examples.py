@@ -17,6 +17,7 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from conftest import ExampleRun
 from crm_spark.config import load_settings
 from crm_spark.lake import Lake, open_lake
 from crm_spark.stages import StageContext, StageResult, run_stage
@@ -500,14 +501,13 @@ def test_transaction_log_feeds_clv(spark: SparkSession, transaction_log: Lake) -
 
 
 # -- baskets ------------------------------------------------------------------------------
-BASKET_RESULTS: dict[str, StageResult] = {}
-
-
 @pytest.fixture(scope="module")
-def baskets(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    """A basket list can feed the basket stage only: no customers, dates or prices to speak of."""
-    return run_example(spark, "baskets", tmp_path_factory.mktemp("baskets") / "lake", results=BASKET_RESULTS,
-                       stages=("ingest", "refine", "basket"))
+def baskets(baskets_example: ExampleRun) -> Lake:
+    """A basket list can feed the basket stage only: no customers, dates or prices to speak of (the
+    run of every stage that test_report checks the report of; conftest)."""
+    for stage in ("ingest", "refine", "basket"):
+        assert baskets_example.results[stage].skipped is None, f"baskets: {stage} skipped: {baskets_example.results[stage].skipped}"
+    return baskets_example.lake
 
 
 def test_baskets_are_mined(spark: SparkSession, baskets: Lake) -> None:

@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from services import apt_install
 
+from conftest import ExampleRun
 from crm_spark.report import Report, Section, Table, number, render
 from crm_spark.stages.report import ReportOutcome
 
@@ -109,21 +110,8 @@ def test_the_run_summary_ends_with_quarantine_by_reason_and_the_report_path(e2e,
 
 # -- a lake with only a basket list: the stages that cannot run are skipped, and the report says so ---
 @pytest.mark.slow
-def test_a_run_with_skipped_stages_still_reports_why(spark: SparkSession, tmp_path: Path) -> None:
-    from crm_spark.config import load_settings
-    from crm_spark.lake import open_lake
-    from crm_spark.stages import StageContext, plan, run_stage
-
-    root = Path(__file__).resolve().parent
-    settings = load_settings(config_file=root.parent / "conf" / "examples" / "baskets.yaml",
-                             overrides={"paths.raw": str(root / "data" / "examples" / "baskets"),
-                                        "paths.lake": str(tmp_path / "lake")})
-    ctx = StageContext(settings=settings, spark=spark, lake=open_lake(spark, settings))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.refine.pii_key_env, "report-test-key")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        results = {spec.name: run_stage(ctx, spec.name, keep_going=True) for spec in plan(None)}
-
+def test_a_run_with_skipped_stages_still_reports_why(baskets_example: ExampleRun) -> None:
+    results = baskets_example.results  # every stage on the basket-list example (conftest)
     skipped = {name: r.skipped for name, r in results.items() if r.skipped}
     assert {"segment", "churn"} <= set(skipped), skipped
     report = results["report"].outcome
