@@ -126,4 +126,6 @@ def submitted(cluster: Cluster, package_zip: Path, executor_python: Path,
                        "--out", str(raw), "--start", GENERATED_FROM.isoformat(), "--end", GENERATED_TO.isoformat())
     piped = submit(cluster, package_zip, executor_python, "pipeline.py", "--raw", str(raw), "--lake", str(lake),
                    "--as-of", SUBMITTED_AS_OF.isoformat()) if generated.returncode == 0 else generated
+    for name, ran in (("generate", generated), ("pipeline", piped)):  # each stage's progress and seconds, kept
+        (root / f"{name}.log").write_text(ran.stdout + ran.stderr)
     return SubmittedRun(cluster, raw, lake, generated, piped)
