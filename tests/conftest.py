@@ -130,7 +130,32 @@ def e2e(spark, settings: Settings, generated: tuple[Path, GenerateSummary]) -> E
     return run
 
 
-# -- the basket-list example, every stage: shared by test_examples and test_report -----------------
+# -- the bring-your-own-data examples (conf/examples/*.yaml) on their sample files ---------------
+def run_example(
+    spark, name: str, lake_dir: Path, raw: Path | None = None, results: dict[str, StageResult] | None = None,
+    stages: tuple[str, ...] = ("ingest", "refine"), overrides: dict[str, object] | None = None,
+    keep_going: bool = False,
+) -> Lake:
+    """``stages`` of example ``name`` into ``lake_dir``, as `crm-spark --config conf/examples/<name>.yaml
+    --raw tests/data/examples/<name>` runs them; each must run, unless ``keep_going`` (as `crm-spark
+    run` does: a stage that cannot run on the data is skipped, saying why)."""
+    settings = load_settings(
+        config_file=EXAMPLES / f"{name}.yaml",
+        overrides={"paths.raw": str(raw or EXAMPLE_DATA / name), "paths.lake": str(lake_dir), **(overrides or {})},
+    )
+    lake = open_lake(spark, settings)
+    ctx = StageContext(settings=settings, spark=spark, lake=lake)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.refine.pii_key_env, "examples-test-key")
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # model stages track into the lake's own store
+        for stage in stages:
+            result = run_stage(ctx, stage, keep_going=keep_going)
+            assert keep_going or result.skipped is None, f"{name}: {stage} skipped: {result.skipped}"
+            if results is not None:
+                results[stage] = result
+    return lake
+
+
 @dataclass
 class ExampleRun:
     lake: Lake
@@ -139,16 +164,10 @@ class ExampleRun:
 
 @pytest.fixture(scope="session")
 def baskets_example(spark, tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
-    """conf/examples/baskets.yaml on its sample file, every stage in order as `crm-spark run` runs
-    them (keep going): a basket list feeds ingest, refine and basket; the stages that need
-    customers, dates or prices are skipped, each saying why."""
-    settings = load_settings(config_file=EXAMPLES / "baskets.yaml",
-                             overrides={"paths.raw": str(EXAMPLE_DATA / "baskets"),
-                                        "paths.lake": str(tmp_path_factory.mktemp("baskets") / "lake")})
-    lake = open_lake(spark, settings)
-    ctx = StageContext(settings=settings, spark=spark, lake=lake)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.refine.pii_key_env, "examples-test-key")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # model stages track into the lake's own store
-        results = {spec.name: run_stage(ctx, spec.name, keep_going=True) for spec in plan(None)}
+    """The basket-list example, every stage in order as `crm-spark run` runs them: a basket list
+    feeds ingest, refine and basket; the stages that need customers, dates or prices are skipped,
+    each saying why. Shared by test_examples and test_report."""
+    results: dict[str, StageResult] = {}
+    lake = run_example(spark, "baskets", tmp_path_factory.mktemp("baskets") / "lake", results=results,
+                       stages=tuple(spec.name for spec in plan(None)), keep_going=True)
     return ExampleRun(lake, results)

@@ -17,37 +17,11 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from conftest import ExampleRun
-from crm_spark.config import load_settings
-from crm_spark.lake import Lake, open_lake
-from crm_spark.stages import StageContext, StageResult, run_stage
+from conftest import EXAMPLE_DATA, ExampleRun, run_example
+from crm_spark.lake import Lake
+from crm_spark.stages import StageResult
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf" / "examples"
-DATA = Path(__file__).resolve().parent / "data" / "examples"
-
-
-def run_example(
-    spark: SparkSession, name: str, lake_dir: Path, raw: Path | None = None, results: dict[str, StageResult] | None = None,
-    stages: tuple[str, ...] = ("ingest", "refine"), overrides: dict[str, object] | None = None,
-) -> Lake:
-    settings = load_settings(
-        config_file=CONF / f"{name}.yaml",
-        overrides={"paths.raw": str(raw or DATA / name), "paths.lake": str(lake_dir), **(overrides or {})},
-    )
-    lake = open_lake(spark, settings)
-    ctx = StageContext(settings=settings, spark=spark, lake=lake)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.refine.pii_key_env, "examples-test-key")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # model stages track into the lake's own store
-        for stage in stages:
-            result = run_stage(ctx, stage)
-            assert result.skipped is None, f"{name}: {stage} skipped: {result.skipped}"
-            if results is not None:
-                results[stage] = result
-    return lake
 
 
 def typed(df: DataFrame, **types: str) -> DataFrame:
@@ -68,7 +42,7 @@ def retail(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lak
     """The sample export, with the 2 December lines re-spelled in ISO (as a re-export writes them):
     the example reads both spellings, so every expectation below holds for either."""
     root = tmp_path_factory.mktemp("retail")
-    src = DATA / "retail_invoices" / "online_retail" / "invoices_2010-12.csv"
+    src = EXAMPLE_DATA / "retail_invoices" / "online_retail" / "invoices_2010-12.csv"
     (root / "raw" / "online_retail").mkdir(parents=True)
     lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
     respelled = [re.sub(r",12/2/2010 (\d+):(\d\d),", lambda m: f",2010-12-02 {int(m[1]):02d}:{m[2]}:00,", line)
@@ -80,7 +54,7 @@ def retail(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lak
 
 
 def test_retail_rows_dropped_by_each_mapping_filter_are_counted_and_noted(retail: Lake) -> None:
-    with (DATA / "retail_invoices" / "online_retail" / "invoices_2010-12.csv").open(newline="", encoding="utf-8") as fh:
+    with (EXAMPLE_DATA / "retail_invoices" / "online_retail" / "invoices_2010-12.csv").open(newline="", encoding="utf-8") as fh:
         lines = list(csv.DictReader(fh))
     def price(line: dict) -> float:
         try:
@@ -428,7 +402,7 @@ def test_churn_attribute_that_does_not_parse_as_its_kind_is_quarantined(spark: S
 
 # -- transaction log ------------------------------------------------------------------------
 LOG_RESULTS: dict[str, StageResult] = {}
-LOG_FILE = DATA / "transaction_log" / "cdnow" / "CDNOW_sample.txt"
+LOG_FILE = EXAMPLE_DATA / "transaction_log" / "cdnow" / "CDNOW_sample.txt"
 
 
 @pytest.fixture(scope="module")
@@ -542,7 +516,7 @@ def test_baskets_are_exploded_into_order_items(spark: SparkSession, baskets: Lak
 
 def test_baskets_orders_one_per_line_with_stable_ids(spark: SparkSession, baskets: Lake) -> None:
     orders = baskets.read("silver.orders")
-    source = f"file:{DATA / 'baskets' / 'baskets' / 'baskets.txt'}"
+    source = f"file:{EXAMPLE_DATA / 'baskets' / 'baskets' / 'baskets.txt'}"
     prefix = hashlib.sha256(f"{source}|bread,milk".encode()).hexdigest()[:16]
     actual = (
         orders.filter(F.col("order_id").startswith(prefix))
