@@ -15,20 +15,26 @@ import sysconfig
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyspark
 import pytest
+import yaml
 from services import append_to_path, free_port, start, stop, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_HOME = Path(pyspark.__file__).parent
 OVERLAY = ROOT / "tests" / "conf" / "cluster.yaml"
 GENERATED_FROM, GENERATED_TO = date(2024, 6, 1), date(2025, 3, 31)
-# Before the last day generated (churn and CLV need the orders of their dates); the Airflow test
-# runs a later date on the same lake, as the next day's scheduled run would.
-SUBMITTED_AS_OF = date(2025, 2, 28)
+# The Airflow test runs a later date on the same lake, as a later scheduled run would: one churn
+# and CLV horizon later (the overlay's), so that its training dates are dates this run computed
+# features for; before the last day generated (churn and CLV need the orders of their dates).
+_HORIZONS = {stage: yaml.safe_load(OVERLAY.read_text())[stage]["horizon_days"] for stage in ("churn", "clv")}
+assert len(set(_HORIZONS.values())) == 1, f"{OVERLAY.name}: churn and clv need one horizon here, not {_HORIZONS}"
+HORIZON_DAYS = _HORIZONS["churn"]
+SUBMITTED_AS_OF = date(2025, 1, 29)
+LATER_AS_OF = SUBMITTED_AS_OF + timedelta(days=HORIZON_DAYS)
 
 
 @dataclass

@@ -15,13 +15,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from datetime import date
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 from services import append_to_path
-from spark_cluster import OVERLAY, SUBMITTED_AS_OF, SubmittedRun, spark_env
+from spark_cluster import LATER_AS_OF, OVERLAY, SUBMITTED_AS_OF, SubmittedRun, spark_env
 
 from crm_spark.stages import dependencies, plan
 
@@ -30,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # it continues the cluster
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_VERSION = "3.3.2"
 VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "crm-spark" / f"airflow-{AIRFLOW_VERSION}-py311"
-LOGICAL_DATE = date(2025, 3, 15)  # after SUBMITTED_AS_OF, before the last day generated
+LOGICAL_DATE = LATER_AS_OF  # one churn and CLV horizon after the cluster run's date
 DAG_ID = "crm_spark_daily"
 
 
@@ -132,6 +131,9 @@ def test_the_dag_imports_and_runs_every_stage_for_its_logical_date(
     for task in graph["tasks"]:
         assert f"[DAG TEST] end task task_id={task} " in output, f"task {task} did not run"
     assert "new_state=up_for_retry" not in output and "new_state=failed" not in output
+    # Churn and CLV found the feature dates they train and evaluate on in the lake (the cluster run
+    # computed them), as a daily run finds the dates earlier runs computed.
+    assert "with features's backfill" not in output, re.findall(r".*lacks .* backfill.*", output)
 
     for table in ("customer_features", "customer_segments", "churn_scores", "recommendations", "clv"):
         found = DeltaTable(str(lake / "gold" / table)).to_pyarrow_table(
