@@ -120,7 +120,8 @@ def test_gate_rejects_a_customer_twice_on_one_date(history: History) -> None:
     ctx = history.ctx
     one_date = ctx.lake.read(TABLE, version=history.first.writes[0].version)
     doubled = one_date.unionByName(one_date.where(F.col("customer_id") == "c1"))
-    with pytest.raises(DataQualityError, match="customer_id,as_of_date"):
+    with pytest.raises(DataQualityError, match=r"expect_compound_columns_to_be_unique\(customer_id,as_of_date\) "
+                       r"\[observed 1, expected no two rows share customer_id, as_of_date; broken: duplicate"):
         ctx.gate.check(TABLE, doubled)
 
 

@@ -6,8 +6,9 @@ declares (:mod:`crm_spark.contracts`) before anything is published, and a failur
 :class:`DataQualityError` naming the table and what failed.
 
 Cost: a few Spark jobs per table, whatever its width. Every row rule of a table (not-null,
-ranges, value sets, cross-column rules) runs as one ``UnexpectedRowsExpectation`` query; keys,
-row count and column aggregates are one expectation each. Validation asks for boolean results
+ranges, value sets, cross-column rules) runs as one ``UnexpectedRowsExpectation`` query; keys
+(a grouped query over the key columns alone), row count and column aggregates are one
+expectation each. Validation asks for boolean results
 and, only when something failed, validates again with details for the message and Data Docs.
 The GX datasource does not persist frames (the stage caches what it wants cached), and Data
 Docs are built once per run (:meth:`Gate.build_docs`), not per table.
@@ -121,10 +122,12 @@ def expectations(checks: list[Check], *, show: tuple[str, ...]) -> list[gxe.Expe
         if isinstance(c, Columns):
             out.append(gxe.ExpectTableColumnsToMatchSet(column_set=list(c.names), exact_match=True))
         elif isinstance(c, Unique):
-            if len(c.columns) == 1:
-                out.append(gxe.ExpectColumnValuesToBeUnique(column=c.columns[0]))
-            else:
-                out.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(c.columns)))
+            # GX's own uniqueness expectations count each value over a window partitioned by the
+            # column: a sort of every row with all its columns (the web events of 100,000 generated
+            # customers, 11M rows: 47 s). Grouping the key alone finds the same duplicates.
+            out.append(gxe.UnexpectedRowsExpectation(
+                unexpected_rows_query=unique_query(c.columns), description=f"no two rows share {', '.join(c.columns)}",
+                meta={"check": UNIQUENESS[len(c.columns) > 1], "column": ",".join(c.columns)}))
         elif isinstance(c, RowCount):
             out.append(gxe.ExpectTableRowCountToBeBetween(min_value=c.low, max_value=c.high, description=c.why))
         elif isinstance(c, ColumnSum):
@@ -143,6 +146,16 @@ def expectations(checks: list[Check], *, show: tuple[str, ...]) -> list[gxe.Expe
         out.append(gxe.UnexpectedRowsExpectation(unexpected_rows_query=rule_query(rules, show=show),
                                                  description=f"every row satisfies {len(rules)} rules"))
     return out
+
+
+def unique_query(columns: tuple[str, ...]) -> str:
+    """Each value (combination of values) of ``columns`` that more than one row holds, in the rule
+    query's ``broken_rules`` shape. Rows whose key is null (every column of it, for a compound key)
+    are left out, as GX's uniqueness expectations leave them: contracts declare keys not null too."""
+    key = ", ".join(f"`{c}`" for c in columns)
+    missing = " AND ".join(f"`{c}` IS NULL" for c in columns)
+    return (f"SELECT {key}, 'duplicate {', '.join(columns)}' AS broken_rules FROM {{batch}} "
+            f"WHERE NOT ({missing}) GROUP BY {key} HAVING count(1) > 1")
 
 
 def group_min_query(check: ColumnMin) -> str:
