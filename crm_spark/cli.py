@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from crm_spark import __version__
 from crm_spark.config import Settings, load_settings
-from crm_spark.errors import ConfigError, CrmSparkError, SourceError, StageNotBuiltError
+from crm_spark.errors import ConfigError, CrmSparkError, EnvironmentSetupError, SourceError, StageNotBuiltError
 from crm_spark.stages import STAGE_NAMES, STAGES, StageContext, StageResult, finish_run, imports, plan, run_stage, stage
 
 EXIT_CODES = """exit codes: 0 ok, 1 unexpected error, 2 usage or stage not built, 3 config error,
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     _configure_logging(args.verbose)
+    settings: Settings | None = None
     try:
         settings = load_settings(
             config_file=args.config,
@@ -47,11 +48,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail("interrupted", verbose=False)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a stack
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        died = _jvm_died(settings)
+        if died is not None:
+            _fail(f"{EnvironmentSetupError.kind}: {died}", verbose=args.verbose)
+            return EnvironmentSetupError.exit_code
+        try:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+        except Exception:  # noqa: BLE001 - a py4j error's text is fetched from the JVM, which may be gone
+            first = "(no message)"
         _fail(f"unexpected error: {type(exc).__name__}: {first}", verbose=args.verbose)
         if not args.verbose:
             print("crm-spark: rerun with --verbose for the traceback", file=sys.stderr)
         return 1
+
+
+# Spark's exit status for a JVM stopped by an OutOfMemoryError (SparkExitCode.OOM).
+SPARK_EXIT_OOM = 52
+
+
+def _jvm_died(settings: Settings | None) -> str | None:
+    """Why the Spark JVM this process started is gone, as one line a user can act on; None when
+    no JVM was started here or it is still running (the failure was something else)."""
+    if "pyspark" not in sys.modules:  # no Spark in this command: do not import it now
+        return None
+    from pyspark import SparkContext
+
+    proc = getattr(SparkContext._gateway, "proc", None)  # noqa: SLF001 - the JVM pyspark launched
+    code = proc.poll() if proc is not None else None
+    if code is None:
+        return None
+    memory = settings.spark.conf.get("spark.driver.memory") if settings is not None else None
+    has = f"the config has {memory}" if memory else "Spark's default is 1g"
+    if code == SPARK_EXIT_OOM:
+        return (f"the Spark JVM ran out of memory (java.lang.OutOfMemoryError) and exited: raise spark.driver.memory "
+                f"({has}; in local mode the executors share the driver's JVM) or run on a cluster; the tables of "
+                f"the stages that finished stand")
+    return f"the Spark JVM exited with status {code} (its log is above; {has} of memory); the tables of the stages that finished stand"
 
 
 def build_parser() -> argparse.ArgumentParser:

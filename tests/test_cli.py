@@ -28,7 +28,17 @@ def crm_spark(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def not_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def in_project(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """main() called in this process, in the project folder, its logging set-up undone after."""
+    monkeypatch.chdir(PROJECT)
+    logger = logging.getLogger("crm_spark")  # main() points the package logger at the captured stderr
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture
+def not_built(monkeypatch: pytest.MonkeyPatch, in_project: None) -> str:
     """The report stage declared as not built (every stage is built now; the declarations still allow it)."""
     import crm_spark.cli as cli
     import crm_spark.stages as stages
@@ -36,11 +46,7 @@ def not_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     declared = tuple(dataclasses.replace(s, module=None) if s.name == "report" else s for s in stages.STAGES)
     monkeypatch.setattr(stages, "STAGES", declared)
     monkeypatch.setattr(cli, "STAGES", declared)
-    monkeypatch.chdir(PROJECT)
-    logger = logging.getLogger("crm_spark")  # main() points the package logger at the captured stderr
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield "report"
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    return "report"
 
 
 def test_help_lists_every_stage_run_generate_demo_and_vacuum() -> None:
@@ -93,6 +99,66 @@ def test_a_stage_not_built_yet_exits_2_with_one_line(not_built: str, capsys: pyt
     assert len(lines) == 1
     assert lines[0].startswith(f"crm-spark: not built: stage '{not_built}' is not built yet")
     assert "Traceback" not in err
+
+
+class _Jvm:
+    """Stands for the gateway pyspark launched, with its JVM process exited with ``status``."""
+
+    def __init__(self, status: int | None) -> None:
+        self.proc = self
+        self.status = status
+
+    def poll(self) -> int | None:
+        return self.status
+
+
+class _NoText(Exception):
+    """A py4j error whose text is fetched from the JVM: gone, so reading it fails too."""
+
+    def __str__(self) -> str:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+def _stage_failing_with(exc: Exception):  # noqa: ANN202
+    def stage(args: object, settings: object) -> int:
+        raise exc
+    return stage
+
+
+def test_a_spark_jvm_that_ran_out_of_memory_is_one_line_naming_the_setting_and_exits_7(
+    in_project: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyspark
+
+    import crm_spark.cli as cli
+
+    monkeypatch.setattr(cli, "_cmd_stage", _stage_failing_with(_NoText()))
+    monkeypatch.setattr(pyspark.SparkContext, "_gateway", _Jvm(cli.SPARK_EXIT_OOM))
+
+    code = cli.main(["recommend"])
+
+    assert code == 7
+    assert capsys.readouterr().err.splitlines() == [
+        "crm-spark: environment error: the Spark JVM ran out of memory (java.lang.OutOfMemoryError) and exited: "
+        "raise spark.driver.memory (the config has 4g; in local mode the executors share the driver's JVM) or run "
+        "on a cluster; the tables of the stages that finished stand"]
+
+
+def test_an_error_whose_text_cannot_be_read_is_still_one_line(
+    in_project: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyspark
+
+    import crm_spark.cli as cli
+
+    monkeypatch.setattr(cli, "_cmd_stage", _stage_failing_with(_NoText()))
+    monkeypatch.setattr(pyspark.SparkContext, "_gateway", _Jvm(None))  # running: the failure is something else
+
+    code = cli.main(["recommend"])
+
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "crm-spark: unexpected error: _NoText: (no message)", "crm-spark: rerun with --verbose for the traceback"]
 
 
 def test_run_refuses_an_explicit_stage_that_is_not_built(not_built: str, capsys: pytest.CaptureFixture[str]) -> None:
