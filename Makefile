@@ -88,8 +88,13 @@ dist: install
 		[z.write(p) for p in sorted(pathlib.Path('crm_spark').rglob('*')) if p.is_file() and '__pycache__' not in p.parts]; z.close()"
 	ls -1 dist
 
+# The small sizes: the whole demo (generate and every stage) at BENCH_SIZES customers, with the
+# slope of time against size and where the time goes (bench/results/scaling.json and .png), then
+# the ETL against a plain PySpark script and DuckDB on small inputs. Larger sizes by the variable,
+# e.g. `make bench BENCH_SIZES=10000,100000` (bench/bench_generate.py and the other benches by hand).
+BENCH_SIZES ?= 500,2000
 bench: install
-	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_scaling.py --sizes $(BENCH_SIZES)
 	$(BIN)/python bench/bench_etl.py --quick
 
 clean-data:

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "demo_profile.json"
 GROUP_PREFIX = "crm-spark."  # crm_spark.stages.JOB_GROUP_PREFIX, without importing Spark here
 OUTSIDE = "(generate and session)"
+INGEST_QUERY_PREFIX = "ingest_"  # crm_spark.stages.ingest names its streaming queries ingest_<source>
 DONE = re.compile(r"\[(\w+)\] done in ([\d.]+)s")
 GATES = re.compile(r"quality \[(\w+)\]: (\d+)/(\d+) gates passed in ([\d.]+)s")
 GENERATED = re.compile(r"generated ([\d,]+) rows in ([\d.]+)s")
@@ -88,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _conf_with_event_log(work: Path) -> tuple[Path, Path]:
-    """A copy of conf/ whose local.yaml also writes an uncompressed event log under ``work``."""
+def _conf_with_event_log(work: Path, *, event_log: bool = True) -> tuple[Path, Path]:
+    """A copy of conf/ under ``work`` whose local.yaml also writes an uncompressed event log there
+    (unless not ``event_log``: the copy as it is)."""
     conf, events = work / "conf", work / "events"
     shutil.copytree(ROOT / "conf", conf, dirs_exist_ok=True)
+    if not event_log:
+        return conf, events
     events.mkdir(exist_ok=True)
     local = yaml.safe_load((conf / "local.yaml").read_text())
     local["spark"]["conf"].update({"spark.eventLog.enabled": True, "spark.eventLog.dir": events.as_uri(),
@@ -110,6 +114,19 @@ def _event_log(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
 
 
+def job_stage(job_start: dict[str, Any]) -> str:
+    """The stage a job ran for: its job group (``crm-spark.<stage>``, set by the runner), or ingest for
+    the jobs of ingest's streaming queries (``ingest_<source>``: each runs on its own thread, under
+    its own group), else :data:`OUTSIDE`."""
+    properties = job_start.get("Properties") or {}
+    group = properties.get("spark.jobGroup.id") or ""
+    if group.startswith(GROUP_PREFIX):
+        return group[len(GROUP_PREFIX):]
+    if (properties.get("spark.job.description") or "").startswith(INGEST_QUERY_PREFIX):
+        return "ingest"
+    return OUTSIDE
+
+
 def profile_run(log: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """Per stage: seconds and gate seconds (the run's log), jobs and job seconds (the event log)."""
     jobs: dict[int, dict[str, Any]] = {}
@@ -119,9 +136,7 @@ def profile_run(log: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         if kind == "SparkListenerLogStart":
             spark_version = e.get("Spark Version", "")
         elif kind == "SparkListenerJobStart":
-            group = (e.get("Properties") or {}).get("spark.jobGroup.id") or ""
-            stage = group[len(GROUP_PREFIX):] if group.startswith(GROUP_PREFIX) else OUTSIDE
-            jobs[e["Job ID"]] = {"stage": stage, "start": e["Submission Time"]}
+            jobs[e["Job ID"]] = {"stage": job_stage(e), "start": e["Submission Time"]}
         elif kind == "SparkListenerJobEnd" and e["Job ID"] in jobs:
             jobs[e["Job ID"]]["end"] = e["Completion Time"]
     count: dict[str, int] = defaultdict(int)
