@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="crm-spark-demo-profile-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        conf, events = _conf_with_event_log(work)
+        events = work / "events"
+        conf, _ = _conf_with(work, _event_log_conf(events))
         command = [str(Path(sys.executable).with_name("crm-spark")), "--raw", str(work / "raw"),
                    "--lake", str(work / "lake"), "demo", "--customers", str(args.customers), "--seed", str(args.seed)]
         load_before = os.getloadavg()
@@ -89,19 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _conf_with_event_log(work: Path, *, event_log: bool = True) -> tuple[Path, Path]:
-    """A copy of conf/ under ``work`` whose local.yaml also writes an uncompressed event log there
-    (unless not ``event_log``: the copy as it is)."""
-    conf, events = work / "conf", work / "events"
+def _conf_with(work: Path, spark_conf: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """A copy of conf/ under ``work`` whose local.yaml also sets ``spark_conf``; and the Spark
+    settings that copy's local.yaml now holds."""
+    conf = work / "conf"
     shutil.copytree(ROOT / "conf", conf, dirs_exist_ok=True)
-    if not event_log:
-        return conf, events
-    events.mkdir(exist_ok=True)
     local = yaml.safe_load((conf / "local.yaml").read_text())
-    local["spark"]["conf"].update({"spark.eventLog.enabled": True, "spark.eventLog.dir": events.as_uri(),
-                                   "spark.eventLog.compress": False})
+    local["spark"]["conf"].update(spark_conf)
     (conf / "local.yaml").write_text(yaml.safe_dump(local, sort_keys=False))
-    return conf, events
+    return conf, local["spark"]["conf"]
+
+
+def _event_log_conf(events: Path) -> dict[str, Any]:
+    """Spark settings that write an uncompressed event log into ``events`` (created)."""
+    events.mkdir(parents=True, exist_ok=True)
+    return {"spark.eventLog.enabled": True, "spark.eventLog.dir": events.as_uri(), "spark.eventLog.compress": False}
 
 
 def _event_log(folder: Path) -> list[dict[str, Any]]:

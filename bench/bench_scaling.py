@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_demo import OUTSIDE, _commit, _conf_with_event_log, _event_log, job_stage, profile_run  # noqa: E402
+from bench_demo import OUTSIDE, _commit, _conf_with, _event_log, _event_log_conf, job_stage, profile_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "scaling.json"
@@ -84,13 +83,10 @@ def run_size(customers: int, seed: int, work: Path, *, event_log: bool = True,
     """One ``crm-spark demo`` of ``customers`` in ``work``: its profile, wall time and peak memory
     (without ``event_log``, no Spark jobs or task metrics: only the run's own seconds).
     ``driver_memory``: ``spark.driver.memory`` instead of ``conf/local.yaml``'s."""
-    env = dict(os.environ)
-    conf, events = _conf_with_event_log(work, event_log=event_log)
-    local = yaml.safe_load((conf / "local.yaml").read_text())
-    if driver_memory:
-        local["spark"]["conf"]["spark.driver.memory"] = driver_memory
-        (conf / "local.yaml").write_text(yaml.safe_dump(local, sort_keys=False))
-    env["CRM_SPARK_CONF_DIR"] = str(conf)
+    events = work / "events"
+    conf, spark_conf = _conf_with(work, {**(_event_log_conf(events) if event_log else {}),
+                                         **({"spark.driver.memory": driver_memory} if driver_memory else {})})
+    env = {**os.environ, "CRM_SPARK_CONF_DIR": str(conf)}
     command = [str(Path(sys.executable).with_name("crm-spark")), "--raw", str(work / "raw"),
                "--lake", str(work / "lake"), "demo", "--customers", str(customers), "--seed", str(seed)]
     load_before = os.getloadavg()
@@ -123,7 +119,7 @@ def run_size(customers: int, seed: int, work: Path, *, event_log: bool = True,
                     "load_average_after": [round(x, 2) for x in os.getloadavg()],
                     "python": platform.python_version(), "spark": profile.pop("spark_version")},
         "event_log": event_log,
-        "driver_memory": local["spark"]["conf"].get("spark.driver.memory"),
+        "driver_memory": spark_conf.get("spark.driver.memory"),
         "wall_seconds": round(wall, 1),
         "peak_rss": peak,
         "rows_per_stage_second": round(rows / profile["stage_seconds"]) if profile["stage_seconds"] else None,
@@ -293,6 +289,7 @@ def markdown(entries: list[dict[str, Any]], fitted: dict[str, float]) -> str:
 def _save(runs: list[dict[str, Any]], out: Path) -> dict[str, float]:
     """The slopes over ``runs``, saved with them, and their plot beside the JSON (two sizes or more)."""
     fitted = slopes(runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"runs": sorted(runs, key=lambda e: e["customers"]), "slopes": fitted}, indent=2) + "\n")
     if fitted:
         plot(runs, fitted, out.with_suffix(".png"))
@@ -322,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
     saved = json.loads(args.out.read_text())["runs"] if args.out.is_file() else []
+    fitted = slopes(saved)
     for customers in sizes:
         work = (args.keep / str(customers)) if args.keep else Path(tempfile.mkdtemp(prefix=f"crm-spark-scaling-{customers}-"))
         if work.exists() and args.keep:
@@ -336,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {entry['wall_seconds']:.1f} s wall, peak RSS python {entry['peak_rss']['python_mib']} MiB, "
               f"JVM {entry['peak_rss']['jvm_mib']} MiB", flush=True)
         saved = [e for e in saved if e["customers"] != customers] + [entry]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"runs": sorted(saved, key=lambda e: e["customers"])}, indent=2) + "\n")
-    fitted = _save(saved, args.out)
+        fitted = _save(saved, args.out)  # after each size: a later one that fails loses nothing
     _print(saved, fitted)
     print(f"saved {args.out}" + (f" and {args.out.with_suffix('.png')}" if fitted else ""))
     return 0

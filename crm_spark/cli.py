@@ -71,12 +71,12 @@ def _jvm_died(settings: Settings | None) -> str | None:
     no JVM was started here or it is still running (the failure was something else)."""
     if "pyspark" not in sys.modules:  # no Spark in this command: do not import it now
         return None
-    from pyspark import SparkContext
+    from crm_spark.session import exited_jvm
 
-    proc = getattr(SparkContext._gateway, "proc", None)  # noqa: SLF001 - the JVM pyspark launched
-    code = proc.poll() if proc is not None else None
-    if code is None:
+    jvm = exited_jvm()
+    if jvm is None:
         return None
+    code = jvm.returncode
     memory = settings.spark.conf.get("spark.driver.memory") if settings is not None else None
     has = f"the config has {memory}" if memory else "Spark's default is 1g"
     if code == SPARK_EXIT_OOM:

@@ -39,6 +39,13 @@ _LOG4J = Path(__file__).with_name("log4j2.properties")
 DEFAULT_DELTA_JARS = Path(__file__).resolve().parent.parent / "jars" / "delta"
 
 
+def exited_jvm() -> subprocess.Popen | None:
+    """The JVM pyspark launched in this process, once it has exited (its ``returncode`` says how);
+    None while it runs or when none was launched."""
+    proc = getattr(SparkContext._gateway, "proc", None)  # noqa: SLF001 - the JVM pyspark launched
+    return proc if proc is not None and proc.poll() is not None else None
+
+
 def build_session(settings: Settings, *, preload: Sequence[str] = ()) -> SparkSession:
     """Create (or, under spark-submit, join) the application's SparkSession from config.
 

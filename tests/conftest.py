@@ -9,13 +9,12 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from pyspark import SparkContext
 from spark_cluster import cluster, executor_python, package_zip, submitted  # noqa: F401 - the shared cluster run
 
 from crm_spark.config import ChurnSettings, PathsSettings, Settings, load_settings
 from crm_spark.generate import GenerateSummary
 from crm_spark.lake import Lake, open_lake
-from crm_spark.session import build_session
+from crm_spark.session import build_session, exited_jvm
 from crm_spark.stages import StageContext, StageResult, finish_run, plan, run_stage
 
 TEST_CONF = Path(__file__).parent / "conf" / "test.yaml"
@@ -43,9 +42,9 @@ def _session_jvm_alive(request: pytest.FixtureRequest) -> Iterator[None]:
     """Stop the run, naming the test, when the session's JVM has exited: every later test would
     only fail with py4j's "Connection refused", and the cause (a signal, a crash report) is lost."""
     yield
-    proc = getattr(SparkContext._gateway, "proc", None)  # noqa: SLF001 - the JVM pyspark launched
-    if proc is not None and proc.poll() is not None:
-        pytest.exit(f"the test session's Spark JVM exited during {request.node.nodeid}: {jvm_exit_cause(proc.returncode, proc.pid)}",
+    jvm = exited_jvm()
+    if jvm is not None:
+        pytest.exit(f"the test session's Spark JVM exited during {request.node.nodeid}: {jvm_exit_cause(jvm.returncode, jvm.pid)}",
                     returncode=3)
 
 

@@ -30,7 +30,8 @@ GENERATED_FROM, GENERATED_TO = date(2024, 6, 1), date(2025, 3, 31)
 # The Airflow test runs a later date on the same lake, as a later scheduled run would: one churn
 # and CLV horizon later (the overlay's), so that its training dates are dates this run computed
 # features for; before the last day generated (churn and CLV need the orders of their dates).
-_HORIZONS = {stage: yaml.safe_load(OVERLAY.read_text())[stage]["horizon_days"] for stage in ("churn", "clv")}
+_OVERLAY_SETTINGS = yaml.safe_load(OVERLAY.read_text())
+_HORIZONS = {stage: _OVERLAY_SETTINGS[stage]["horizon_days"] for stage in ("churn", "clv")}
 assert len(set(_HORIZONS.values())) == 1, f"{OVERLAY.name}: churn and clv need one horizon here, not {_HORIZONS}"
 HORIZON_DAYS = _HORIZONS["churn"]
 SUBMITTED_AS_OF = date(2025, 1, 29)

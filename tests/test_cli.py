@@ -106,10 +106,10 @@ class _Jvm:
 
     def __init__(self, status: int | None) -> None:
         self.proc = self
-        self.status = status
+        self.returncode = status
 
     def poll(self) -> int | None:
-        return self.status
+        return self.returncode
 
 
 class _NoText(Exception):
